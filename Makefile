@@ -1,0 +1,72 @@
+# gridgov: `make run` and `make test` do all set-up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN := $(VENV)/bin
+
+export HOST PORT
+
+.PHONY: help deps os-deps py-deps run serve db test lint stop reset-db clean
+
+help:
+	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT)"
+	@echo "make test      the same set-up, then every test against a real PostGIS"
+	@echo "make stop      stop the project's local PostgreSQL cluster"
+	@echo "make reset-db  drop the local database and seed the demo town again"
+	@echo "make lint      ruff and the import-direction contracts"
+
+deps: os-deps py-deps
+
+# OS packages: installed only when missing (with sudo when not root).
+os-deps:
+	@missing=""; for p in $(OS_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Python packages: the pinned set in requirements.lock, into .venv, when it changed.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+py-deps: $(VENV)/.installed
+
+db: deps
+	$(BIN)/gridgov db up
+
+run: deps
+	$(BIN)/gridgov serve --host $(HOST) --port $(PORT)
+
+serve: run
+
+test: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: py-deps
+	$(BIN)/ruff check gis layers tiles api seed_data tests
+	$(BIN)/lint-imports
+
+stop: py-deps
+	$(BIN)/gridgov db stop
+
+reset-db: deps
+	$(BIN)/gridgov db reset --yes
+
+clean: stop
+	rm -rf .data

@@ -1,0 +1,111 @@
+"""The FastAPI application. ``create_app`` owns every resource; nothing runs at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from psycopg_pool import AsyncConnectionPool
+
+from api import problems
+from api.settings import Settings
+from layers import db, queries
+from layers.errors import DatabaseNotReady
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    """Build the app for ``database_url`` (already migrated)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            db.libpq_url(database_url),
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            open=False,
+            kwargs={"application_name": "gridgov"},
+        )
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="gridgov",
+        description="Grid governance: the three-level grid, its layers and events, "
+        "served from PostGIS.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    problems.install(app)
+
+    async def summaries(request: Request) -> dict[str, Any]:
+        pool: AsyncConnectionPool = request.app.state.pool
+        try:
+            async with pool.connection(timeout=5) as conn:
+                return {
+                    "generation": await queries.current_generation(conn),
+                    "layers": await queries.layer_summaries(conn),
+                }
+        except Exception as exc:  # pool timeout or connection fault
+            if isinstance(exc, DatabaseNotReady):
+                raise
+            import psycopg
+            import psycopg_pool
+
+            if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+                raise DatabaseNotReady(f"database unavailable: {exc}") from exc
+            raise
+
+    @app.get("/", summary="Landing page: what this server offers", response_model=None)
+    async def landing(request: Request, f: str | None = None) -> Response:
+        info = await summaries(request)
+        base = str(request.base_url).rstrip("/")
+        links = [
+            {"rel": "self", "href": f"{base}/", "title": "This page"},
+            {"rel": "service-desc", "href": f"{base}/openapi.json", "title": "OpenAPI document"},
+            {"rel": "service-doc", "href": f"{base}/docs", "title": "API documentation"},
+            {"rel": "status", "href": f"{base}/healthz", "title": "Process alive"},
+            {"rel": "status", "href": f"{base}/readyz", "title": "Database ready"},
+        ]
+        body = {"title": "gridgov", "description": app.description, "links": links, **info}
+        wants_json = f == "json" or (
+            f is None and "text/html" not in request.headers.get("accept", "")
+        )
+        if wants_json:
+            return JSONResponse(body)
+        return templates.TemplateResponse(request, "landing.html", body)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The database is reachable and migrated", response_model=None)
+    async def readyz(request: Request) -> Response:
+        pool: AsyncConnectionPool = request.app.state.pool
+        try:
+            async with pool.connection(timeout=3) as conn:
+                cur = await conn.execute("SELECT version_num FROM alembic_version")
+                row = await cur.fetchone()
+        except Exception as exc:
+            return problems.problem(503, "Not ready", f"database unavailable: {exc}")
+        head = db.head_revision()
+        current = row[0] if row else None
+        if current != head:
+            return problems.problem(
+                503, "Not ready", f"schema at {current}, code expects {head}: run migrations"
+            )
+        return JSONResponse({"status": "ready", "schema": current})
+
+    return app

@@ -1,0 +1,76 @@
+"""RFC 9457 problem responses, and the one table mapping our faults to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gis.errors import CRSError, GisError
+from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError
+
+log = logging.getLogger("gridgov.api")
+
+PROBLEM = "application/problem+json"
+
+# most specific first
+STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (DatabaseNotReady, 503, "Database unavailable"),
+    (ImportRefused, 422, "Import refused"),
+    (InvalidInput, 400, "Invalid input"),
+    (CRSError, 400, "Unsupported coordinate reference system"),
+    (GisError, 400, "Invalid spatial input"),
+    (LayersError, 500, "Storage error"),
+)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def install(app: FastAPI) -> None:
+    for exc_type, status, title in STATUS:
+
+        async def handler(
+            request: Request, exc: Exception, status: int = status, title: str = title
+        ) -> JSONResponse:
+            if status >= 500:
+                log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+            else:
+                log.info("%s %s: %s", request.method, request.url.path, exc)
+            return problem(status, title, str(exc), instance=request.url.path)
+
+        app.add_exception_handler(exc_type, handler)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail),
+                       instance=request.url.path)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it
+        errors = [
+            {"parameter": ".".join(str(p) for p in e.get("loc", ())[1:]) or None,
+             "problem": e.get("msg")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['parameter']}: {e['problem']}" for e in errors)
+        return problem(400, "Invalid parameter", detail, instance=request.url.path,
+                       errors=errors)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,1 @@
+"""Pure spatial computation: CRS choice, grid topology checks. Imports nothing of ours."""

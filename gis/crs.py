@@ -1,0 +1,70 @@
+"""Coordinate reference systems used by the project.
+
+Storage is EPSG:4490 (CGCS2000 geographic, lon/lat in GeoJSON order; numerically WGS84
+to the centimetre).  Metric work happens in the CGCS2000 3-degree Gauss-Krüger zone
+that holds the data (EPSG:4534 for CM 75°E ... EPSG:4554 for CM 135°E), chosen from
+the data's longitude, never hard-coded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TypeVar
+
+import pyproj
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from gis.errors import CRSError
+
+STORAGE_EPSG = 4490
+_GK3_FIRST_EPSG = 4534  # CGCS2000 / 3-degree Gauss-Kruger CM 75E
+_GK3_FIRST_CM = 75
+_GK3_LAST_CM = 135
+
+G = TypeVar("G", bound=BaseGeometry)
+
+
+def gk3_epsg(lon: float) -> int:
+    """EPSG code of the CGCS2000 3-degree Gauss-Krüger zone (no zone prefix) holding ``lon``.
+
+    >>> gk3_epsg(118.0)
+    4548
+    >>> gk3_epsg(116.6)
+    4548
+    >>> gk3_epsg(121.4)
+    4549
+    """
+    if not -180.0 <= lon <= 180.0 or lon != lon:
+        raise CRSError(f"longitude {lon!r} is not a longitude")
+    cm = round(lon / 3.0) * 3
+    if not _GK3_FIRST_CM <= cm <= _GK3_LAST_CM:
+        raise CRSError(
+            f"longitude {lon} lies outside China's CGCS2000 Gauss-Krüger zones (CM 75°E-135°E)"
+        )
+    return _GK3_FIRST_EPSG + (cm - _GK3_FIRST_CM) // 3
+
+
+@lru_cache(maxsize=64)
+def transformer(src: int, dst: int) -> pyproj.Transformer:
+    """A cached always-x/y (lon/lat) transformer between two EPSG codes."""
+    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
+
+
+def reproject(geom: G, src: int, dst: int) -> G:
+    """Reproject a shapely geometry (x/y order) from EPSG ``src`` to EPSG ``dst``."""
+    if src == dst:
+        return geom
+    t = transformer(src, dst)
+    fn: Callable[..., object] = t.transform
+    out = shapely.transform(geom, lambda xy: _apply(fn, xy))
+    return out  # type: ignore[no-any-return]
+
+
+def _apply(fn: Callable[..., object], xy: object) -> object:
+    import numpy as np
+
+    arr = np.asarray(xy)
+    x, y = fn(arr[:, 0], arr[:, 1])
+    return np.column_stack([x, y])

@@ -1,0 +1,1 @@
+"""Everything stored: schema, migrations, the local cluster, loaders and queries."""

@@ -1,0 +1,135 @@
+"""Databases: provisioning on the local cluster, migrations, connections.
+
+Functions take URLs or connections; none reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from psycopg import sql
+from sqlalchemy import create_engine, pool
+
+from layers.errors import DatabaseNotReady
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy form of a libpq URL (psycopg 3 driver)."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise DatabaseNotReady(f"not a PostgreSQL URL: {url.split('@')[-1]}")
+
+
+def libpq_url(url: str) -> str:
+    """The libpq form of a URL that may carry SQLAlchemy's driver suffix."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(libpq_url(url), **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        raise DatabaseNotReady(f"cannot connect to the database: {exc}") from exc
+
+
+def provision(admin_url: str, database: str, role: str, password: str) -> bool:
+    """Create ``role`` and ``database`` (owned by it, with PostGIS) if missing.
+
+    ``admin_url`` connects as a superuser to any existing database of the cluster.
+    Returns True when the database was created.
+    """
+    created = False
+    with connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if not exists:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(role)
+                )
+            )
+            created = True
+    # PostGIS is not a trusted extension: the superuser installs it for the owner.
+    db_url = admin_url.rsplit("/", 1)[0] + "/" + database
+    with connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    return created
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    with connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+
+def clone_database(admin_url: str, template: str, name: str) -> None:
+    """``CREATE DATABASE name TEMPLATE template`` (the template must have no sessions)."""
+    with connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the newest by default)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("postgresql://x@localhost/x")).get_current_head()
+    assert head is not None  # noqa: S101 - the package ships its migrations
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def is_seeded(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """True when the database holds a grid generation (the territory has been loaded)."""
+    row = conn.execute("SELECT to_regclass('grid_generations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return False
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM grid_generations)").fetchone()
+    return bool(row and row[0])
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection in one transaction: committed on success, rolled back on any error."""
+    with connect(url) as conn:
+        with conn.transaction():
+            yield conn

@@ -1,0 +1,55 @@
+"""The published layers: one immutable registry, the single source of truth.
+
+The landing page, the OGC API configuration and every data path take table and column
+names from here (and quote them with ``psycopg.sql.Identifier``), never from a request.
+Personal data (workers' phones, reporters' contacts) is never a published column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    title: str
+    title_zh: str
+    description: str
+    geometry: str
+    columns: tuple[str, ...]
+    grid_level: bool = False
+
+    @property
+    def table(self) -> str:
+        return self.name
+
+
+_GRID = ("code", "name", "population", "households", "generation_id")
+_LAYERS = (
+    Layer("streets", "Streets and towns", "街道/镇", "Top level of the grid: street offices "
+          "and towns.", "MultiPolygon", _GRID, grid_level=True),
+    Layer("communities", "Communities", "社区/村居", "Second level: communities and villages, "
+          "each inside one street.", "MultiPolygon", ("street_code", *_GRID), grid_level=True),
+    Layer("micro_grids", "Micro-grids", "微网格", "Third level: micro-grids of a few hundred "
+          "households, each owned by one grid worker.", "MultiPolygon",
+          ("community_code", "kind", *_GRID), grid_level=True),
+    Layer("roads", "Roads", "道路", "Road centre lines.", "LineString",
+          ("name", "road_class", "width_m")),
+    Layer("buildings", "Buildings", "建筑", "Building footprints with height, floors and use.",
+          "MultiPolygon", ("code", "name", "use", "height_m", "floors", "built_year")),
+    Layer("parcels", "Parcels", "地块", "Land parcels: GB/T 21010 land-use class, approved use "
+          "and construction permit.", "MultiPolygon",
+          ("code", "land_use", "land_use_name", "approved_use", "permit_status", "permit_no",
+           "area_m2")),
+    Layer("cameras", "Cameras", "视频监控", "Video cameras: kind, heading, field of view, range.",
+          "Point", ("code", "name", "kind", "heading_deg", "fov_deg", "range_m",
+                    "mount_height_m", "high_point_id")),
+    Layer("high_points", "High points", "高空之眼", "High-mounted cameras watching a radius.",
+          "Point", ("code", "name", "mount_height_m", "radius_m")),
+    Layer("sensors", "Sensors", "感知设备", "Air-quality stations, smart manhole covers, water "
+          "level gauges.", "Point", ("code", "name", "kind", "installed_on")),
+)
+
+LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})

@@ -1,0 +1,83 @@
+"""One real PostGIS cluster for the whole run, a seeded template database, and copies.
+
+The cluster lives in ``.data/test-pg-<pid>`` on a free port and is destroyed at the end:
+tests never touch the user's own cluster or data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from layers import db
+from layers.cluster import LocalCluster, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = "gridgov_template"
+ROLE = "gridgov"
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    c = LocalCluster(datadir=ROOT / ".data" / f"test-pg-{os.getpid()}", port=free_port())
+    c.destroy()
+    c.init()
+    c.start()
+    try:
+        yield c
+    finally:
+        c.destroy()
+
+
+@pytest.fixture(scope="session")
+def admin_url(cluster: LocalCluster) -> str:
+    return cluster.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def template_db(cluster: LocalCluster, admin_url: str) -> str:
+    """Name of the migrated database holding the demo town (seed 2023); never opened by tests."""
+    from api.database import seed_town
+
+    db.provision(admin_url, TEMPLATE, ROLE, cluster.password)
+    url = cluster.url(TEMPLATE, user=ROLE)
+    db.migrate(url)
+    seed_town(url, seed=2023)
+    return TEMPLATE
+
+
+def _clone(cluster: LocalCluster, admin_url: str, template: str, prefix: str) -> str:
+    name = f"{prefix}_{next(_names)}"
+    db.drop_database(admin_url, name)
+    db.clone_database(admin_url, template, name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def db_url(cluster: LocalCluster, admin_url: str, template_db: str) -> str:
+    """A seeded database shared by tests that only read."""
+    name = _clone(cluster, admin_url, template_db, "shared")
+    return cluster.url(name, user=ROLE)
+
+
+@pytest.fixture
+def fresh_db_url(cluster: LocalCluster, admin_url: str, template_db: str) -> Iterator[str]:
+    """A private seeded copy (``CREATE DATABASE ... TEMPLATE``) for a test that writes."""
+    name = _clone(cluster, admin_url, template_db, "fresh")
+    yield cluster.url(name, user=ROLE)
+    db.drop_database(admin_url, name)
+
+
+@pytest.fixture
+def empty_db_url(cluster: LocalCluster, admin_url: str) -> Iterator[str]:
+    """A provisioned database with PostGIS and no schema."""
+    name = f"empty_{next(_names)}"
+    db.drop_database(admin_url, name)
+    db.provision(admin_url, name, ROLE, cluster.password)
+    yield cluster.url(name, user=ROLE)
+    db.drop_database(admin_url, name)

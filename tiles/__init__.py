@@ -1,0 +1,1 @@
+"""Tile matrix sets, vector and raster tiles (see DESIGN.md). Imports layers/ and gis/."""
