@@ -13,11 +13,14 @@ from layers.registry import LAYERS
 Conn = psycopg.Connection[Any]
 AConn = psycopg.AsyncConnection[Any]
 
+
 def _summary_stmt() -> sql.Composable:
     parts = []
     for layer in LAYERS.values():
         where = (
-            sql.SQL("WHERE generation_id = (SELECT id FROM grid_generations WHERE valid_to IS NULL)")
+            sql.SQL(
+                "WHERE generation_id = (SELECT id FROM grid_generations WHERE valid_to IS NULL)"
+            )
             if layer.grid_level
             else sql.SQL("")
         )

@@ -112,13 +112,19 @@ def _wiggle(line: LineString, rng: np.random.Generator, amp_frac: float = 0.025)
     amp = min(amp_frac * length, 45.0)
     k1, k2 = rng.uniform(1, 2.5), rng.uniform(2.5, 5)
     p1, p2 = rng.uniform(0, 2 * np.pi, 2)
-    off = amp * np.sin(np.pi * t) * (0.7 * np.sin(k1 * np.pi * t + p1) + 0.3 * np.sin(k2 * np.pi * t + p2))
+    off = (
+        amp
+        * np.sin(np.pi * t)
+        * (0.7 * np.sin(k1 * np.pi * t + p1) + 0.3 * np.sin(k2 * np.pi * t + p2))
+    )
     xs = x0 + dx * length * t - dy * off
     ys = y0 + dy * length * t + dx * off
     return LineString(np.column_stack([xs, ys]))
 
 
-def _blob(cx: float, cy: float, radius: float, rng: np.random.Generator, wobble: float = 0.12) -> Polygon:
+def _blob(
+    cx: float, cy: float, radius: float, rng: np.random.Generator, wobble: float = 0.12
+) -> Polygon:
     """An irregular closed outline around (cx, cy) with mean radius ``radius``."""
     n = 180
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -128,7 +134,22 @@ def _blob(cx: float, cy: float, radius: float, rng: np.random.Generator, wobble:
     return Polygon(np.column_stack([cx + radius * r * np.cos(a), cy + radius * r * np.sin(a)]))
 
 
-def _sample(poly: BaseGeometry, n: int, rng: np.random.Generator, density: Callable[[np.ndarray, np.ndarray], np.ndarray], min_dist: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+def _flat(value: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A density or spacing function that is ``value`` everywhere."""
+
+    def fn(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        return np.full_like(xs, value)
+
+    return fn
+
+
+def _sample(
+    poly: BaseGeometry,
+    n: int,
+    rng: np.random.Generator,
+    density: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    min_dist: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
     """``n`` points in ``poly`` drawn by ``density`` and kept apart by ``min_dist``."""
     shapely.prepare(poly)
     minx, miny, maxx, maxy = poly.bounds
@@ -155,7 +176,11 @@ def _sample(poly: BaseGeometry, n: int, rng: np.random.Generator, density: Calla
     while len(pts) < n:
         xs = rng.uniform(minx, maxx, 64)
         ys = rng.uniform(miny, maxy, 64)
-        for x, y in zip(xs[shapely.contains_xy(poly, xs, ys)], ys[shapely.contains_xy(poly, xs, ys)], strict=True):
+        for x, y in zip(
+            xs[shapely.contains_xy(poly, xs, ys)],
+            ys[shapely.contains_xy(poly, xs, ys)],
+            strict=True,
+        ):
             pts.append((float(x), float(y)))
             if len(pts) == n:
                 break
@@ -200,12 +225,22 @@ def _multi(geom: BaseGeometry) -> MultiPolygon:
     return MultiPolygon(polys)
 
 
-def _rects(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray, ang: np.ndarray) -> np.ndarray:
+def _rects(
+    cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray, ang: np.ndarray
+) -> np.ndarray:
     """Rotated rectangles as a shapely array."""
     c, s = np.cos(ang), np.sin(ang)
     corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5]])
-    xs = cx[:, None] + corners[:, 0] * w[:, None] * c[:, None] - corners[:, 1] * h[:, None] * s[:, None]
-    ys = cy[:, None] + corners[:, 0] * w[:, None] * s[:, None] + corners[:, 1] * h[:, None] * c[:, None]
+    xs = (
+        cx[:, None]
+        + corners[:, 0] * w[:, None] * c[:, None]
+        - corners[:, 1] * h[:, None] * s[:, None]
+    )
+    ys = (
+        cy[:, None]
+        + corners[:, 0] * w[:, None] * s[:, None]
+        + corners[:, 1] * h[:, None] * c[:, None]
+    )
     return shapely.polygons(np.stack([xs, ys], axis=-1))
 
 
@@ -250,8 +285,19 @@ def generate(seed: int = 2023, scale: int = 1, progress: Progress | None = None)
             }
         ]
     }
-    for key in ("streets", "communities", "micro_grids", "roads", "buildings", "parcels",
-                "high_points", "cameras", "sensors", "workers", "worker_assignments"):
+    for key in (
+        "streets",
+        "communities",
+        "micro_grids",
+        "roads",
+        "buildings",
+        "parcels",
+        "high_points",
+        "cameras",
+        "sensors",
+        "workers",
+        "worker_assignments",
+    ):
         tables[key] = []
     for copy in range(scale):
         rng = np.random.default_rng([seed, copy])
@@ -266,7 +312,11 @@ def generate(seed: int = 2023, scale: int = 1, progress: Progress | None = None)
     to_storage = transformer(epsg, STORAGE_EPSG)
 
     def project(g: BaseGeometry) -> BaseGeometry:
-        return _round(shapely.transform(g, lambda xy: np.column_stack(to_storage.transform(xy[:, 0], xy[:, 1]))))
+        return _round(
+            shapely.transform(
+                g, lambda xy: np.column_stack(to_storage.transform(xy[:, 0], xy[:, 1]))
+            )
+        )
 
     for rows in tables.values():
         for row in rows:
@@ -276,7 +326,14 @@ def generate(seed: int = 2023, scale: int = 1, progress: Progress | None = None)
     return town
 
 
-def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float, cy: float, copy: int, progress: Progress | None) -> None:
+def _one_town(
+    tables: dict[str, list[Row]],
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    copy: int,
+    progress: Progress | None,
+) -> None:
     def step(what: str, n: int = 1) -> None:
         if progress is not None:
             progress(what, n)
@@ -291,8 +348,15 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     outer = shapely.union(outer, inner.buffer(900))  # neighbours always wrap Fujia
     ang1, ang2 = rng.uniform(0.6, 1.0) * np.pi, rng.uniform(1.6, 2.0) * np.pi
     cuts = [
-        _wiggle(LineString([(cx + fujia_r * 0.5 * np.cos(a), cy + fujia_r * 0.5 * np.sin(a)),
-                            (cx + outer_r * 1.6 * np.cos(a), cy + outer_r * 1.6 * np.sin(a))]), rng)
+        _wiggle(
+            LineString(
+                [
+                    (cx + fujia_r * 0.5 * np.cos(a), cy + fujia_r * 0.5 * np.sin(a)),
+                    (cx + outer_r * 1.6 * np.cos(a), cy + outer_r * 1.6 * np.sin(a)),
+                ]
+            ),
+            rng,
+        )
         for a in (ang1, ang2)
     ]
     street_lines: list[BaseGeometry] = [outer.exterior, inner.exterior]
@@ -327,7 +391,13 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     comm_seeds: list[tuple[int, np.ndarray]] = []
     for si, poly in enumerate(street_polys):
         n_comm = STREET_PLAN[si][3]
-        pts = _sample(poly, n_comm, rng, lambda xs, ys: np.ones_like(xs), lambda xs, ys: np.full_like(xs, math.sqrt(poly.area / n_comm) * 0.6))
+        pts = _sample(
+            poly,
+            n_comm,
+            rng,
+            _flat(1.0),
+            _flat(math.sqrt(poly.area / n_comm) * 0.6),
+        )
         comm_seeds.append((si, pts))
         comm_lines += [_wiggle(e, rng) for e in _voronoi_edges(pts, poly)]
     comm_faces = _faces(comm_lines)
@@ -346,7 +416,9 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
         kept_faces.append(f)
     comm_polys: dict[tuple[int, int], BaseGeometry] = {}
     for key in sorted(set(comm_of_face)):
-        comm_polys[key] = shapely.union_all([f for f, k in zip(kept_faces, comm_of_face, strict=True) if k == key])
+        comm_polys[key] = shapely.union_all(
+            [f for f, k in zip(kept_faces, comm_of_face, strict=True) if k == key]
+        )
     step("communities", len(comm_polys))
 
     # ---- micro-grids ---------------------------------------------------------------
@@ -354,7 +426,18 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     grid_seeds: dict[tuple[int, int], np.ndarray] = {}
     for si in range(len(street_polys)):
         keys = [k for k in comm_polys if k[0] == si]
-        weights = np.array([comm_polys[k].area * (0.4 + float(np.mean(density(*np.asarray(comm_polys[k].centroid.coords[0])[:, None])))) for k in keys])
+        weights = np.array(
+            [
+                comm_polys[k].area
+                * (
+                    0.4
+                    + float(
+                        np.mean(density(*np.asarray(comm_polys[k].centroid.coords[0])[:, None]))
+                    )
+                )
+                for k in keys
+            ]
+        )
         counts = _split_counts(STREET_PLAN[si][4], weights)
         for k, n in zip(keys, counts, strict=True):
             poly = comm_polys[k]
@@ -372,7 +455,9 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
         face_key.append((ck[0], ck[1], gi))
     grid_geoms: dict[tuple[int, int, int], BaseGeometry] = {}
     for key in sorted(set(face_key)):
-        grid_geoms[key] = shapely.union_all([f for f, k in zip(grid_faces, face_key, strict=True) if k == key])
+        grid_geoms[key] = shapely.union_all(
+            [f for f, k in zip(grid_faces, face_key, strict=True) if k == key]
+        )
     step("micro-grids", len(grid_geoms))
 
     # ---- codes, names, counts; nested by construction (unions of the same faces) ------
@@ -384,10 +469,31 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     for si, (sname, scode3, _r, _nc, _ng, hh, pop) in enumerate(STREET_PLAN):
         scode = DIVISION + f"{(int(scode3) + 10 * copy) % 1000:03d}"
         # communities ordered west to east, north to south for readable codes
-        ckeys = sorted([k for k in comm_polys if k[0] == si], key=lambda k: (-round(comm_polys[k].centroid.y, -2), comm_polys[k].centroid.x))
-        gkeys_by_c = {ck: sorted([g for g in grid_geoms if g[:2] == ck], key=lambda g: (-round(grid_geoms[g].centroid.y, -2), grid_geoms[g].centroid.x)) for ck in ckeys}
+        ckeys = sorted(
+            [k for k in comm_polys if k[0] == si],
+            key=lambda k: (-round(comm_polys[k].centroid.y, -2), comm_polys[k].centroid.x),
+        )
+        gkeys_by_c = {
+            ck: sorted(
+                [g for g in grid_geoms if g[:2] == ck],
+                key=lambda g: (-round(grid_geoms[g].centroid.y, -2), grid_geoms[g].centroid.x),
+            )
+            for ck in ckeys
+        }
         all_g = [g for ck in ckeys for g in gkeys_by_c[ck]]
-        gweights = np.array([0.5 + rng.uniform(0, 1) + 2.0 * float(density(np.array([grid_geoms[g].centroid.x]), np.array([grid_geoms[g].centroid.y]))[0]) for g in all_g])
+        gweights = np.array(
+            [
+                0.5
+                + rng.uniform(0, 1)
+                + 2.0
+                * float(
+                    density(
+                        np.array([grid_geoms[g].centroid.x]), np.array([grid_geoms[g].centroid.y])
+                    )[0]
+                )
+                for g in all_g
+            ]
+        )
         g_hh = _split_counts(hh, gweights)
         g_pop = _split_counts(pop, g_hh.astype(float) * rng.uniform(0.9, 1.1, len(all_g)))
         hh_of = dict(zip(all_g, g_hh, strict=True))
@@ -395,14 +501,35 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
         # each level is the union of the same stage-3 faces, so nesting is exact
         comm_geom = {ck: shapely.union_all([grid_geoms[g] for g in gkeys_by_c[ck]]) for ck in ckeys}
         street_geom = shapely.union_all(list(comm_geom.values()))
-        street_rows.append({"generation_id": gen_id, "code": scode, "name": sname + suffix, "population": int(g_pop.sum()), "households": int(g_hh.sum()), "geom": _multi(street_geom)})
+        street_rows.append(
+            {
+                "generation_id": gen_id,
+                "code": scode,
+                "name": sname + suffix,
+                "population": int(g_pop.sum()),
+                "households": int(g_hh.sum()),
+                "geom": _multi(street_geom),
+            }
+        )
         for cj, ck in enumerate(ckeys, start=1):
             ccode = scode + f"{cj:03d}"
-            cname = COMMUNITY_NAMES[scode3][cj - 1] if cj <= len(COMMUNITY_NAMES[scode3]) else f"第{cj}社区"
+            cname = (
+                COMMUNITY_NAMES[scode3][cj - 1]
+                if cj <= len(COMMUNITY_NAMES[scode3])
+                else f"第{cj}社区"
+            )
             gkeys = gkeys_by_c[ck]
-            comm_rows.append({"generation_id": gen_id, "street_code": scode, "code": ccode, "name": cname + suffix,
-                              "population": int(sum(pop_of[g] for g in gkeys)), "households": int(sum(hh_of[g] for g in gkeys)),
-                              "geom": _multi(comm_geom[ck])})
+            comm_rows.append(
+                {
+                    "generation_id": gen_id,
+                    "street_code": scode,
+                    "code": ccode,
+                    "name": cname + suffix,
+                    "population": int(sum(pop_of[g] for g in gkeys)),
+                    "households": int(sum(hh_of[g] for g in gkeys)),
+                    "geom": _multi(comm_geom[ck]),
+                }
+            )
             for gj, gk in enumerate(gkeys, start=1):
                 gcode = ccode + f"{gj:03d}"
                 gg = grid_geoms[gk]
@@ -418,9 +545,18 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
                 else:
                     kind = "farmland"
                 grid_kind[gcode] = kind
-                grid_rows.append({"generation_id": gen_id, "community_code": ccode, "code": gcode,
-                                  "name": f"{cname}{suffix}第{gj:02d}网格", "kind": kind,
-                                  "population": int(pop_of[gk]), "households": int(hh_of[gk]), "geom": _multi(gg)})
+                grid_rows.append(
+                    {
+                        "generation_id": gen_id,
+                        "community_code": ccode,
+                        "code": gcode,
+                        "name": f"{cname}{suffix}第{gj:02d}网格",
+                        "kind": kind,
+                        "population": int(pop_of[gk]),
+                        "households": int(hh_of[gk]),
+                        "geom": _multi(gg),
+                    }
+                )
     tables["streets"] += street_rows
     tables["communities"] += comm_rows
     tables["micro_grids"] += grid_rows
@@ -428,7 +564,9 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     # ---- roads: the noded boundary network, classified by the level it bounds ---------
     street_bounds = shapely.union_all([shapely.boundary(r["geom"]) for r in street_rows])
     comm_bounds = shapely.union_all([shapely.boundary(r["geom"]) for r in comm_rows])
-    grid_bounds = shapely.line_merge(shapely.union_all([shapely.boundary(r["geom"]) for r in grid_rows]))
+    grid_bounds = shapely.line_merge(
+        shapely.union_all([shapely.boundary(r["geom"]) for r in grid_rows])
+    )
     sb, cb = street_bounds.buffer(0.5), comm_bounds.buffer(0.5)
     shapely.prepare(sb)
     shapely.prepare(cb)
@@ -442,7 +580,9 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
             cls, width = "secondary", 14.0
         else:
             cls, width = "local", 8.0
-        name = "".join(rng.choice(ROAD_WORDS, 2)) + ("大道" if cls == "main" else "路" if cls == "secondary" else "街")
+        name = "".join(rng.choice(ROAD_WORDS, 2)) + (
+            "大道" if cls == "main" else "路" if cls == "secondary" else "街"
+        )
         road_rows.append({"name": name, "road_class": cls, "width_m": width, "geom": part})
     tables["roads"] += road_rows
     step("roads", len(road_rows))
@@ -475,21 +615,73 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
         n_hp = 4 if si == 0 else 1
         poly = srow["geom"]
         minx, miny, maxx, maxy = poly.bounds
-        cands = _sample(poly, n_hp, rng, lambda xs, ys: np.ones_like(xs), lambda xs, ys: np.full_like(xs, 2800.0 if n_hp > 1 else 0.0))
+        cands = _sample(
+            poly,
+            n_hp,
+            rng,
+            _flat(1.0),
+            _flat(2800.0 if n_hp > 1 else 0.0),
+        )
         for k, (x, y) in enumerate(cands, start=1):
             hp_id = hp_base + len(hp_rows) + 1
             code = f"HP{srow['code']}{k:02d}"
-            hp_rows.append({"id": hp_id, "code": code, "name": f"{srow['name']}高空之眼{k}号", "mount_height_m": float(round(rng.uniform(60, 120), 1)), "radius_m": 3000.0, "geom": Point(x, y)})
-            cam_rows.append({"code": f"CAM{code}", "name": f"{srow['name']}高空之眼{k}号全景", "kind": "high_point", "heading_deg": 0.0, "fov_deg": 360.0, "range_m": 3000.0, "mount_height_m": hp_rows[-1]["mount_height_m"], "high_point_id": hp_id, "geom": Point(x, y)})
+            hp_rows.append(
+                {
+                    "id": hp_id,
+                    "code": code,
+                    "name": f"{srow['name']}高空之眼{k}号",
+                    "mount_height_m": float(round(rng.uniform(60, 120), 1)),
+                    "radius_m": 3000.0,
+                    "geom": Point(x, y),
+                }
+            )
+            cam_rows.append(
+                {
+                    "code": f"CAM{code}",
+                    "name": f"{srow['name']}高空之眼{k}号全景",
+                    "kind": "high_point",
+                    "heading_deg": 0.0,
+                    "fov_deg": 360.0,
+                    "range_m": 3000.0,
+                    "mount_height_m": hp_rows[-1]["mount_height_m"],
+                    "high_point_id": hp_id,
+                    "geom": Point(x, y),
+                }
+            )
     # street cameras along roads, by grid density
     for si, srow in enumerate(street_rows):
-        n_total = FUJIA_CAMERAS if si == 0 else int(FUJIA_CAMERAS * srow["households"] / FUJIA_HOUSEHOLDS * 0.8)
-        n_street = n_total - sum(1 for c in cam_rows if c["code"].startswith(f"CAMHP{srow['code']}"))
+        n_total = (
+            FUJIA_CAMERAS
+            if si == 0
+            else int(FUJIA_CAMERAS * srow["households"] / FUJIA_HOUSEHOLDS * 0.8)
+        )
+        n_street = n_total - sum(
+            1 for c in cam_rows if c["code"].startswith(f"CAMHP{srow['code']}")
+        )
         poly = srow["geom"]
         shapely.prepare(poly)
         lines = [r for r in road_rows if poly.intersects(r["geom"])]
-        lengths = np.array([r["geom"].length * (3.0 if r["road_class"] == "main" else 1.5 if r["road_class"] == "secondary" else 1.0)
-                            * (0.3 + float(density(np.array([r["geom"].centroid.x]), np.array([r["geom"].centroid.y]))[0])) for r in lines])
+        lengths = np.array(
+            [
+                r["geom"].length
+                * (
+                    3.0
+                    if r["road_class"] == "main"
+                    else 1.5
+                    if r["road_class"] == "secondary"
+                    else 1.0
+                )
+                * (
+                    0.3
+                    + float(
+                        density(np.array([r["geom"].centroid.x]), np.array([r["geom"].centroid.y]))[
+                            0
+                        ]
+                    )
+                )
+                for r in lines
+            ]
+        )
         per_line = _split_counts(n_street, lengths)
         seq = 0
         for r, n in zip(lines, per_line, strict=True):
@@ -498,7 +690,9 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
             line = r["geom"]
             ts = np.sort(rng.uniform(0.02, 0.98, n))
             pts = shapely.line_interpolate_point(line, ts, normalized=True)
-            ahead = shapely.line_interpolate_point(line, np.minimum(ts + 0.01, 1.0), normalized=True)
+            ahead = shapely.line_interpolate_point(
+                line, np.minimum(ts + 0.01, 1.0), normalized=True
+            )
             for p, q in zip(pts, ahead, strict=True):
                 side = rng.choice([-1.0, 1.0])
                 dx, dy = q.x - p.x, q.y - p.y
@@ -511,18 +705,51 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
                         continue
                 seq += 1
                 dome = rng.uniform() < 0.25
-                heading = (math.degrees(math.atan2(dx, dy)) + (0 if rng.uniform() < 0.5 else 180) + rng.normal(0, 15)) % 360
-                cam_rows.append({"code": f"CAM{srow['code']}{seq:05d}", "name": f"{r['name']}{'球机' if dome else '枪机'}{seq}",
-                                 "kind": "dome" if dome else "fixed", "heading_deg": float(round(heading, 1) % 360),
-                                 "fov_deg": 360.0 if dome else float(round(rng.uniform(50, 95), 1)),
-                                 "range_m": float(round(rng.uniform(100, 220) if dome else rng.uniform(50, 160), 1)),
-                                 "mount_height_m": float(round(rng.uniform(4, 9), 1)), "high_point_id": None, "geom": Point(x, y)})
+                heading = (
+                    math.degrees(math.atan2(dx, dy))
+                    + (0 if rng.uniform() < 0.5 else 180)
+                    + rng.normal(0, 15)
+                ) % 360
+                cam_rows.append(
+                    {
+                        "code": f"CAM{srow['code']}{seq:05d}",
+                        "name": f"{r['name']}{'球机' if dome else '枪机'}{seq}",
+                        "kind": "dome" if dome else "fixed",
+                        "heading_deg": float(round(heading, 1) % 360),
+                        "fov_deg": 360.0 if dome else float(round(rng.uniform(50, 95), 1)),
+                        "range_m": float(
+                            round(rng.uniform(100, 220) if dome else rng.uniform(50, 160), 1)
+                        ),
+                        "mount_height_m": float(round(rng.uniform(4, 9), 1)),
+                        "high_point_id": None,
+                        "geom": Point(x, y),
+                    }
+                )
         # top up (points that fell outside) so the count is exact
-        while sum(1 for c in cam_rows if c["code"].startswith(f"CAM{srow['code']}") or c["code"].startswith(f"CAMHP{srow['code']}")) < n_total:
+        while (
+            sum(
+                1
+                for c in cam_rows
+                if c["code"].startswith(f"CAM{srow['code']}")
+                or c["code"].startswith(f"CAMHP{srow['code']}")
+            )
+            < n_total
+        ):
             seq += 1
-            (x, y), = _sample(poly, 1, rng, lambda xs, ys: np.ones_like(xs), lambda xs, ys: np.zeros_like(xs))
-            cam_rows.append({"code": f"CAM{srow['code']}{seq:05d}", "name": f"{srow['name']}枪机{seq}", "kind": "fixed", "heading_deg": float(round(rng.uniform(0, 359.9), 1)),
-                             "fov_deg": 70.0, "range_m": 100.0, "mount_height_m": 6.0, "high_point_id": None, "geom": Point(x, y)})
+            ((x, y),) = _sample(poly, 1, rng, _flat(1.0), _flat(0.0))
+            cam_rows.append(
+                {
+                    "code": f"CAM{srow['code']}{seq:05d}",
+                    "name": f"{srow['name']}枪机{seq}",
+                    "kind": "fixed",
+                    "heading_deg": float(round(rng.uniform(0, 359.9), 1)),
+                    "fov_deg": 70.0,
+                    "range_m": 100.0,
+                    "mount_height_m": 6.0,
+                    "high_point_id": None,
+                    "geom": Point(x, y),
+                }
+            )
     tables["high_points"] += hp_rows
     tables["cameras"] += cam_rows
     step("cameras", len(cam_rows))
@@ -532,13 +759,57 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     for si, srow in enumerate(street_rows):
         poly = srow["geom"]
         n_pm = 12 if si == 0 else 3
-        for k, (x, y) in enumerate(_sample(poly, n_pm, rng, lambda xs, ys: np.ones_like(xs), lambda xs, ys: np.full_like(xs, 1200.0)), start=1):
-            s_rows.append({"code": f"AQ{srow['code']}{k:02d}", "name": f"{srow['name']}空气质量监测站{k}号", "kind": "pm25_station", "installed_on": dt.date(2022, 6, 1) + dt.timedelta(days=int(rng.integers(0, 400))), "geom": Point(x, y)})
+        for k, (x, y) in enumerate(
+            _sample(
+                poly,
+                n_pm,
+                rng,
+                _flat(1.0),
+                _flat(1200.0),
+            ),
+            start=1,
+        ):
+            s_rows.append(
+                {
+                    "code": f"AQ{srow['code']}{k:02d}",
+                    "name": f"{srow['name']}空气质量监测站{k}号",
+                    "kind": "pm25_station",
+                    "installed_on": dt.date(2022, 6, 1)
+                    + dt.timedelta(days=int(rng.integers(0, 400))),
+                    "geom": Point(x, y),
+                }
+            )
         n_mh = 300 if si == 0 else 60
-        for k, (x, y) in enumerate(_sample(poly, n_mh, rng, density, lambda xs, ys: np.full_like(xs, 60.0)), start=1):
-            s_rows.append({"code": f"MH{srow['code']}{k:04d}", "name": f"智能井盖{k}", "kind": "manhole_cover", "installed_on": dt.date(2023, 1, 1) + dt.timedelta(days=int(rng.integers(0, 300))), "geom": Point(x, y)})
-        for k, (x, y) in enumerate(_sample(poly, 3, rng, lambda xs, ys: np.ones_like(xs), lambda xs, ys: np.full_like(xs, 800.0)), start=1):
-            s_rows.append({"code": f"WL{srow['code']}{k:02d}", "name": f"水位监测点{k}", "kind": "water_level", "installed_on": None, "geom": Point(x, y)})
+        for k, (x, y) in enumerate(_sample(poly, n_mh, rng, density, _flat(60.0)), start=1):
+            s_rows.append(
+                {
+                    "code": f"MH{srow['code']}{k:04d}",
+                    "name": f"智能井盖{k}",
+                    "kind": "manhole_cover",
+                    "installed_on": dt.date(2023, 1, 1)
+                    + dt.timedelta(days=int(rng.integers(0, 300))),
+                    "geom": Point(x, y),
+                }
+            )
+        for k, (x, y) in enumerate(
+            _sample(
+                poly,
+                3,
+                rng,
+                _flat(1.0),
+                _flat(800.0),
+            ),
+            start=1,
+        ):
+            s_rows.append(
+                {
+                    "code": f"WL{srow['code']}{k:02d}",
+                    "name": f"水位监测点{k}",
+                    "kind": "water_level",
+                    "installed_on": None,
+                    "geom": Point(x, y),
+                }
+            )
     tables["sensors"] += s_rows
     step("sensors", len(s_rows))
 
@@ -546,8 +817,17 @@ def _one_town(tables: dict[str, list[Row]], rng: np.random.Generator, cx: float,
     w_base = len(tables["workers"])
     for k, g in enumerate(grid_rows, start=1):
         wid = w_base + k
-        tables["workers"].append({"id": wid, "employee_no": f"WG{g['code']}", "name": _person(rng), "phone": _phone(rng)})
-        tables["worker_assignments"].append({"worker_id": wid, "micro_grid_code": g["code"], "valid_from": GENERATION_START, "valid_to": None})
+        tables["workers"].append(
+            {"id": wid, "employee_no": f"WG{g['code']}", "name": _person(rng), "phone": _phone(rng)}
+        )
+        tables["worker_assignments"].append(
+            {
+                "worker_id": wid,
+                "micro_grid_code": g["code"],
+                "valid_from": GENERATION_START,
+                "valid_to": None,
+            }
+        )
     step("workers", len(grid_rows))
 
 
@@ -567,7 +847,9 @@ _BUILD = {
 }
 
 
-def _buildings_for(usable: BaseGeometry, kind: str, rng: np.random.Generator, grid_code: str) -> list[Row]:
+def _buildings_for(
+    usable: BaseGeometry, kind: str, rng: np.random.Generator, grid_code: str
+) -> list[Row]:
     sx, sy, (w0, w1), (h0, h1) = _BUILD[kind]
     minx, miny, maxx, maxy = usable.bounds
     ang = rng.uniform(-0.35, 0.35)
@@ -585,9 +867,11 @@ def _buildings_for(usable: BaseGeometry, kind: str, rng: np.random.Generator, gr
         # houses cluster in one or two hamlets; the rest is farmland
         shapely.prepare(usable)
         n_h = 1 + int(rng.uniform() < 0.4)
-        cores = _sample(usable, n_h, rng, lambda a, b: np.ones_like(a), lambda a, b: np.zeros_like(a))
+        cores = _sample(usable, n_h, rng, _flat(1.0), _flat(0.0))
         r_h = math.sqrt(usable.area) * rng.uniform(0.19, 0.27)
-        region = shapely.intersection(usable, shapely.union_all([_blob(x, y, r_h, rng, 0.2) for x, y in cores]))
+        region = shapely.intersection(
+            usable, shapely.union_all([_blob(x, y, r_h, rng, 0.2) for x, y in cores])
+        )
     n = xs.size
     w = rng.uniform(w0, w1, n)
     h = rng.uniform(h0, h1, n)
@@ -615,25 +899,60 @@ def _buildings_for(usable: BaseGeometry, kind: str, rng: np.random.Generator, gr
             use, floors, fh = "industrial", 1, rng.uniform(8, 14)
         else:
             use, floors, fh = "agricultural", 1, rng.uniform(3.5, 6)
-        rows.append({"code": f"B{grid_code}{k:05d}", "name": None, "use": use, "floors": floors,
-                     "height_m": float(round(floors * fh if floors > 1 or use != "industrial" else fh, 1)),
-                     "built_year": int(rng.integers(1985, 2023)), "geom": MultiPolygon([rect])})
+        rows.append(
+            {
+                "code": f"B{grid_code}{k:05d}",
+                "name": None,
+                "use": use,
+                "floors": floors,
+                "height_m": float(
+                    round(floors * fh if floors > 1 or use != "industrial" else fh, 1)
+                ),
+                "built_year": int(rng.integers(1985, 2023)),
+                "geom": MultiPolygon([rect]),
+            }
+        )
     return rows
 
 
-def _parcels(grid_rows: list[Row], grid_kind: dict[str, str], b_rows: list[Row], rng: np.random.Generator, copy: int) -> list[Row]:
+def _parcels(
+    grid_rows: list[Row],
+    grid_kind: dict[str, str],
+    b_rows: list[Row],
+    rng: np.random.Generator,
+    copy: int,
+) -> list[Row]:
     """Split each micro-grid into parcels; land use follows what stands on them."""
     tree = shapely.STRtree([b["geom"] for b in b_rows]) if b_rows else None
     rows: list[Row] = []
     for g in grid_rows:
         poly = g["geom"]
         kind = grid_kind[g["code"]]
-        n = max(2, int(poly.area / {"urban": 45_000, "village": 60_000, "industrial": 50_000, "farmland": 90_000}[kind]))
+        n = max(
+            2,
+            int(
+                poly.area
+                / {"urban": 45_000, "village": 60_000, "industrial": 50_000, "farmland": 90_000}[
+                    kind
+                ]
+            ),
+        )
         n = min(n, 14)
-        pts = _sample(poly, n, rng, lambda a, b: np.ones_like(a), lambda a, b: np.full_like(a, math.sqrt(poly.area / n) * 0.5))
-        cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=poly.envelope.buffer(100)))
+        pts = _sample(
+            poly,
+            n,
+            rng,
+            _flat(1.0),
+            _flat(math.sqrt(poly.area / n) * 0.5),
+        )
+        cells = shapely.get_parts(
+            shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=poly.envelope.buffer(100))
+        )
         pieces = [shapely.intersection(c, poly) for c in cells]
-        pieces = sorted([p for p in pieces if not p.is_empty and p.area > 1.0], key=lambda p: (-round(p.centroid.y), p.centroid.x))
+        pieces = sorted(
+            [p for p in pieces if not p.is_empty and p.area > 1.0],
+            key=lambda p: (-round(p.centroid.y), p.centroid.x),
+        )
         for k, piece in enumerate(pieces, start=1):
             uses: list[str] = []
             if tree is not None:
@@ -645,8 +964,13 @@ def _parcels(grid_rows: list[Row], grid_kind: dict[str, str], b_rows: list[Row],
                 if main == "agricultural":
                     land_use = "0103"
             else:
-                land_use = str(rng.choice(["0103", "0103", "0103", "0102", "0101", "0201", "0301", "0809", "1104"]
-                                          if kind != "urban" else ["0809", "0803", "0501", "0701"]))
+                land_use = str(
+                    rng.choice(
+                        ["0103", "0103", "0103", "0102", "0101", "0201", "0301", "0809", "1104"]
+                        if kind != "urban"
+                        else ["0809", "0803", "0501", "0701"]
+                    )
+                )
             approved = land_use
             built = bool(uses) and land_use not in ("0103",)
             u = rng.uniform()
@@ -663,10 +987,20 @@ def _parcels(grid_rows: list[Row], grid_kind: dict[str, str], b_rows: list[Row],
                     approved, status = str(rng.choice(["0601", "0701"])), "pending"
             permit_no = None
             if status in ("approved", "expired"):
-                permit_no = f"建字第{g['code'][:6]}{int(rng.integers(2005, 2024))}{int(rng.integers(1, 99999)):05d}号"
-            rows.append({"code": f"{g['code']}GB{k:03d}", "land_use": land_use, "land_use_name": LAND_USE[land_use],
-                         "approved_use": approved, "permit_status": status, "permit_no": permit_no,
-                         "area_m2": float(round(piece.area, 1)), "geom": _multi(piece)})
+                year, serial = int(rng.integers(2005, 2024)), int(rng.integers(1, 99999))
+                permit_no = f"建字第{g['code'][:6]}{year}{serial:05d}号"
+            rows.append(
+                {
+                    "code": f"{g['code']}GB{k:03d}",
+                    "land_use": land_use,
+                    "land_use_name": LAND_USE[land_use],
+                    "approved_use": approved,
+                    "permit_status": status,
+                    "permit_no": permit_no,
+                    "area_m2": float(round(piece.area, 1)),
+                    "geom": _multi(piece),
+                }
+            )
     return rows
 
 
@@ -687,8 +1021,11 @@ def records(town: Town) -> Iterator[str]:
     """Every row of the town as canonical JSON lines (tables and columns sorted)."""
     for name in sorted(town.tables):
         for row in town.tables[name]:
-            yield json.dumps({"table": name, **{k: _canonical(v) for k, v in sorted(row.items())}},
-                             ensure_ascii=False, sort_keys=True)
+            yield json.dumps(
+                {"table": name, **{k: _canonical(v) for k, v in sorted(row.items())}},
+                ensure_ascii=False,
+                sort_keys=True,
+            )
 
 
 def digest(town: Town) -> str:

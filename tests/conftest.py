@@ -15,6 +15,7 @@ import pytest
 
 from layers import db
 from layers.cluster import LocalCluster, free_port
+from seed_data.town import Town, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "gridgov_template"
@@ -81,3 +82,9 @@ def empty_db_url(cluster: LocalCluster, admin_url: str) -> Iterator[str]:
     db.provision(admin_url, name, ROLE, cluster.password)
     yield cluster.url(name, user=ROLE)
     db.drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def demo_town() -> Town:
+    """The demo town as the generator makes it (seed 2023), shared by the run."""
+    return generate(seed=2023)
