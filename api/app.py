@@ -12,10 +12,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool
 
-from api import problems
+from api import problems, routes_locate
 from api.settings import Settings
 from layers import db, queries
-from layers.errors import DatabaseNotReady
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -49,24 +48,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
+    app.include_router(routes_locate.router)
 
     async def summaries(request: Request) -> dict[str, Any]:
         pool: AsyncConnectionPool = request.app.state.pool
-        try:
-            async with pool.connection(timeout=5) as conn:
-                return {
-                    "generation": await queries.current_generation(conn),
-                    "layers": await queries.layer_summaries(conn),
-                }
-        except Exception as exc:  # pool timeout or connection fault
-            if isinstance(exc, DatabaseNotReady):
-                raise
-            import psycopg
-            import psycopg_pool
-
-            if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
-                raise DatabaseNotReady(f"database unavailable: {exc}") from exc
-            raise
+        async with pool.connection(timeout=5) as conn:
+            return {
+                "generation": await queries.current_generation(conn),
+                "layers": await queries.layer_summaries(conn),
+            }
 
     @app.get("/", summary="Landing page: what this server offers", response_model=None)
     async def landing(request: Request, f: str | None = None) -> Response:

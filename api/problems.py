@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gis.errors import CRSError, GisError
-from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError
+from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError, NotFound
 
 log = logging.getLogger("gridgov.api")
 
@@ -20,6 +20,7 @@ PROBLEM = "application/problem+json"
 # most specific first
 STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (DatabaseNotReady, 503, "Database unavailable"),
+    (NotFound, 404, "Not found"),
     (ImportRefused, 422, "Import refused"),
     (InvalidInput, 400, "Invalid input"),
     (CRSError, 400, "Unsupported coordinate reference system"),
@@ -43,7 +44,8 @@ def install(app: FastAPI) -> None:
                 log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
             else:
                 log.info("%s %s: %s", request.method, request.url.path, exc)
-            return problem(status, title, str(exc), instance=request.url.path)
+            extra = getattr(exc, "extensions", None) or {}
+            return problem(status, title, str(exc), instance=request.url.path, **extra)
 
         app.add_exception_handler(exc_type, handler)
 
@@ -63,6 +65,16 @@ def install(app: FastAPI) -> None:
         return problem(400, "Invalid parameter", detail, instance=request.url.path,
                        errors=errors)
 
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return problem(503, "Database unavailable", "the database is unavailable; retry later",
+                       instance=request.url.path)
+
+    import psycopg
+    import psycopg_pool
+
+    app.add_exception_handler(psycopg.OperationalError, database_down)
+    app.add_exception_handler(psycopg_pool.PoolTimeout, database_down)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
 

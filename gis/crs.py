@@ -68,3 +68,48 @@ def _apply(fn: Callable[..., object], xy: object) -> object:
     arr = np.asarray(xy)
     x, y = fn(arr[:, 0], arr[:, 1])
     return np.column_stack([x, y])
+
+
+# Coordinate systems a client may send a point in.  EPSG codes are read x/y (easting,
+# northing or longitude, latitude) whatever the CRS's own axis order: the parameters
+# are named, so there is nothing to guess.
+INPUT_CRS = ("EPSG:4490", "EPSG:4326", "CRS84", "EPSG:3857", "EPSG:4548", "gcj02", "bd09")
+
+
+def to_storage(x: float, y: float, crs: str) -> tuple[float, float]:
+    """A point given in ``crs`` (one of :data:`INPUT_CRS`) as EPSG:4490 lon/lat.
+
+    >>> to_storage(118.0, 36.8, "EPSG:4490")
+    (118.0, 36.8)
+    """
+    from gis import chinacrs
+
+    key = crs.strip()
+    low = key.lower()
+    if low in ("gcj02", "gcj-02"):
+        lon, lat = chinacrs.gcj02_to_wgs84(x, y)
+        return float(lon), float(lat)
+    if low in ("bd09", "bd-09"):
+        lon, lat = chinacrs.bd09_to_wgs84(x, y)
+        return float(lon), float(lat)
+    if not (x == x and y == y) or abs(x) == float("inf") or abs(y) == float("inf"):
+        raise CRSError("coordinates must be finite numbers")
+    norm = key.upper().replace("HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/", "EPSG:")
+    if norm in ("EPSG:4490", "EPSG:4326", "CRS84", "OGC:CRS84",
+                "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84"):
+        lon, lat = x, y
+    elif norm.startswith("EPSG:") and norm[5:].isdigit():
+        code = int(norm[5:])
+        if code != 3857 and not 4534 <= code <= 4554:
+            raise CRSError(f"unsupported crs {crs!r}; use one of {', '.join(INPUT_CRS)}")
+        lon, lat = transformer(code, STORAGE_EPSG).transform(x, y)
+        # a projected point far outside the projection's domain comes back clamped or
+        # wrapped: refuse it rather than answer for another place
+        bx, by = transformer(STORAGE_EPSG, code).transform(lon, lat)
+        if not (abs(bx - x) <= 1.0 and abs(by - y) <= 1.0):
+            raise CRSError(f"point ({x}, {y}) lies outside the valid area of {crs}")
+    else:
+        raise CRSError(f"unsupported crs {crs!r}; use one of {', '.join(INPUT_CRS)}")
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise CRSError(f"point ({x}, {y}) in {crs} is not on the Earth (lon {lon}, lat {lat})")
+    return float(lon), float(lat)

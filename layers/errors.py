@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class LayersError(Exception):
-    """Base of every fault raised by layers/."""
+    """Base of every fault raised by layers/.
+
+    ``extensions`` are extra members for the problem document the API answers with.
+    """
+
+    extensions: dict[str, object] = {}  # noqa: RUF012 - never mutated; overridden per instance
 
 
 class ClusterError(LayersError):
@@ -25,3 +30,11 @@ class ImportRefused(LayersError):
 
 class InvalidInput(LayersError):
     """Input data that cannot be stored as given (unreadable file, missing column...)."""
+
+
+class NotFound(LayersError):
+    """What was asked for does not exist."""
+
+    def __init__(self, message: str, **extensions: object) -> None:
+        super().__init__(message)
+        self.extensions = extensions
