@@ -66,6 +66,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             {"rel": "self", "href": f"{base}/", "title": "This page"},
             {"rel": "service-desc", "href": f"{base}/openapi.json", "title": "OpenAPI document"},
             {"rel": "service-doc", "href": f"{base}/docs", "title": "API documentation"},
+            {"rel": "locate", "href": f"{base}/locate?lon={{lon}}&lat={{lat}}",
+             "title": "Which grid owns a point", "templated": True},
             {"rel": "status", "href": f"{base}/healthz", "title": "Process alive"},
             {"rel": "status", "href": f"{base}/readyz", "title": "Database ready"},
         ]
