@@ -15,7 +15,7 @@ import typer
 
 from gis.crs import STORAGE_EPSG, reproject
 from gis.errors import GisError
-from gis.topology import Problem, TopologyReport
+from gis.topology import Level, Problem, TopologyReport
 from layers import db
 from layers.errors import ImportRefused, LayersError
 from layers.grids import check_generation, get_generation, import_generation
@@ -24,6 +24,11 @@ grid_app = typer.Typer(help="The three-level grid: topology check, import of a n
                        "generation.", no_args_is_help=True)
 
 ERROR_EXIT = 2
+PLURAL = {"street": "streets", "community": "communities", "micro_grid": "micro-grids"}
+
+
+def _counts(counts: tuple[tuple[Level, int], ...]) -> str:
+    return ", ".join(f"{n} {PLURAL[level.value]}" for level, n in counts)
 
 
 def _database_url() -> str:
@@ -62,7 +67,7 @@ def _print_report(report: TopologyReport, err: bool = False) -> None:
             f"{p.area_m2:,.1f} m²  {p.detail}",
             err=err,
         )
-    typer.echo(report.summary(), err=err)
+    typer.echo("clean: no topology problems" if report.ok else report.summary(), err=err)
 
 
 @grid_app.command("check")
@@ -88,8 +93,7 @@ def check(
             "problems": [_problem_json(p, report.epsg) for p in report.problems],
         }, ensure_ascii=False, indent=2))
     else:
-        counts = ", ".join(f"{n} {level.value}" for level, n in report.checked)
-        typer.echo(f"{gen.label()}: checked {counts}")
+        typer.echo(f"{gen.label()}: checked {_counts(report.checked)}")
         _print_report(report)
     if not report.ok:
         raise typer.Exit(1)
@@ -123,10 +127,9 @@ def import_cmd(
     except (LayersError, GisError) as exc:
         raise fail(str(exc), ERROR_EXIT) from exc
 
-    counts = ", ".join(f"{n} {level.value}" for level, n in result.counts)
-    built = (" (" + ", ".join(lv.value for lv in result.built) + " built from their children)"
-             if result.built else "")
-    typer.echo(f"read {result.source}: {counts}{built}")
+    built = (" (" + ", ".join(PLURAL[lv.value] for lv in result.built)
+             + " built from their children)" if result.built else "")
+    typer.echo(f"read {result.source}: {_counts(result.counts)}{built}")
     typer.echo(f"topology: {result.report.summary()}")
     against = result.previous.label() if result.previous else "an empty database"
     typer.echo(f"changes against {against}:")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -121,6 +121,10 @@ class TopologyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def with_problems(self, extra: Iterable[Problem]) -> TopologyReport:
+        """This report with ``extra`` problems added, sorted like the others."""
+        return replace(self, problems=tuple(sorted([*self.problems, *extra], key=_order)))
+
     def count(self, kind: Kind) -> int:
         """How many problems of ``kind``."""
         return sum(1 for p in self.problems if p.kind is kind)
@@ -184,13 +188,17 @@ def check_topology(
         _overlaps(levels[level], min_area_m2, problems)
     for child_level, parent_level in PARENT.items():
         _hierarchy(levels[child_level], levels[parent_level], min_area_m2, problems)
-    problems.sort(key=lambda p: (_LEVEL_ORDER[p.level], _KIND_ORDER[p.kind], p.codes))
+    problems.sort(key=_order)
     return TopologyReport(
         problems=tuple(problems),
         checked=tuple((lv, len(levels[lv].codes)) for lv in LEVELS),
         min_area_m2=min_area_m2,
         epsg=epsg,
     )
+
+
+def _order(p: Problem) -> tuple[int, int, tuple[str, ...]]:
+    return _LEVEL_ORDER[p.level], _KIND_ORDER[p.kind], p.codes
 
 
 # -- per level: format, emptiness, validity ----------------------------------------------
@@ -349,6 +357,7 @@ def _hierarchy(child: _Level, parent: _Level, tol: float, problems: list[Problem
 
     for j in parent.usable:
         kids = [i for i in children_of.get(int(j), []) if child.geoms[i] is not None]
+        kid_set = set(kids)
         covered = shapely.union_all(child.geoms[kids]) if kids else None
         hole = parent.geoms[j] if covered is None else shapely.difference(parent.geoms[j],
                                                                           covered)
@@ -356,12 +365,13 @@ def _hierarchy(child: _Level, parent: _Level, tol: float, problems: list[Problem
             a = float(piece.area)
             if a <= tol:
                 continue
-            around = [child.codes[i] for i in child.near(piece, "dwithin", distance=_ADJACENT_M)]
+            around = {child.codes[i] for i in child.near(piece, "dwithin", distance=_ADJACENT_M)
+                      if i in kid_set}
             problems.append(Problem(
-                Kind.GAP, child.level, (parent.codes[j], *sorted(set(around))),
+                Kind.GAP, child.level, (parent.codes[j], *sorted(around)),
                 piece.representative_point(), a,
-                f"{a:.1f} m² of {parent.level.value} {parent.codes[j]} lies in no "
-                f"{child.level.value}"))
+                f"{a:.1f} m² of {parent.level.value} {parent.codes[j]} lies in none of its "
+                f"{child.level.value.replace('_', '-')}s"))
 
 
 # -- small helpers -----------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 import psycopg
 import shapely
 from psycopg import sql
-from shapely.geometry import shape
+from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
 from gis.crs import STORAGE_EPSG, gk3_epsg, reproject
@@ -36,7 +36,9 @@ from gis.topology import (
     CODE_LENGTH,
     LEVELS,
     PARENT,
+    Kind,
     Level,
+    Problem,
     TopologyReport,
     Unit,
     check_topology,
@@ -62,6 +64,7 @@ CHANGE_M2 = 1.0
 DEFAULT_KIND = "unknown"
 """``micro_grids.kind`` of a new micro-grid whose file gives none."""
 OGR_TIMEOUT_S = 600
+MAX_COUNT = 2**31 - 1  # population and households are PostgreSQL integers
 
 
 # -- value types ---------------------------------------------------------------------------
@@ -222,12 +225,51 @@ def check_generation(
     gen = get_generation(conn, generation_id)
     epsg = generation_epsg(conn, gen.id)
     levels = read_generation(conn, gen.id, epsg)
-    return check_topology(*levels, min_area_m2=min_area_m2, epsg=epsg)
+    report = check_topology(*levels, min_area_m2=min_area_m2, epsg=epsg)
+    return report.with_problems(_invalid_in_storage(conn, gen.id, epsg, levels, report))
+
+
+def _invalid_in_storage(
+    conn: Conn, generation_id: int, epsg: int, levels: Levels, report: TopologyReport
+) -> list[Problem]:
+    """Units invalid as stored (EPSG:4490) though valid in metres, which the metric
+    check cannot see; PostGIS works on the stored form."""
+    out = []
+    for level, units in zip(LEVELS, levels, strict=True):
+        stmt = sql.SQL(
+            "SELECT code, (d).reason, ST_AsBinary(ST_Transform("
+            "ST_SetSRID((d).location, %(storage)s::integer), %(srid)s::integer))"
+            " FROM (SELECT code, ST_IsValidDetail(geom) AS d FROM {table}"
+            " WHERE generation_id = %(g)s) s WHERE NOT (d).valid ORDER BY code"
+        ).format(table=sql.Identifier(TABLE[level]))
+        rows = conn.execute(stmt, {"srid": epsg, "storage": STORAGE_EPSG,
+                                   "g": generation_id}).fetchall()
+        metric = {u.code: u.geom for u in units}
+        for code, reason, where in rows:
+            spot = shapely.from_wkb(where) if where is not None else None
+            out.extend(_storage_problem(level, code, str(reason), spot, metric.get(code),
+                                        report))
+    return out
+
+
+def _storage_problem(
+    level: Level, code: str, reason: str, spot: BaseGeometry | None,
+    metric: BaseGeometry | None, report: TopologyReport,
+) -> list[Problem]:
+    if any(p.kind is Kind.INVALID and p.level is level and p.codes == (code,)
+           for p in report.problems):
+        return []  # already invalid in metres
+    if not isinstance(spot, Point) or spot.is_empty:
+        spot = metric.representative_point() if metric is not None else Point()
+    area = float(metric.area) if metric is not None else 0.0
+    return [Problem(Kind.INVALID, level, (code,), spot, area,
+                    f"in EPSG:{STORAGE_EPSG}: {reason}")]
 
 
 # -- reading a file ------------------------------------------------------------------------
 
 
+_REASON_POINT = re.compile(r"\[(\S+) (\S+)\]")
 _OGRINFO_LAYER = re.compile(r"^\d+: (.*?)(?: \([^()]*\))?$")
 _LEVEL_NAMES = {lv.value: lv for lv in LEVELS}
 
@@ -247,9 +289,15 @@ def _run(argv: list[str], what: str) -> str:
     return res.stdout.decode("utf-8", "replace")
 
 
+def _gdal_name(path: Path) -> str:
+    """What GDAL is given: an absolute path (never taken for an option), zips opened."""
+    name = str(path.absolute())
+    return "/vsizip/" + name if path.suffix.lower() == ".zip" else name
+
+
 def file_layers(path: Path) -> list[str]:
-    """Names of the vector layers in a file GDAL can read."""
-    out = _run(["ogrinfo", "-ro", "-q", str(path)], str(path))
+    """Names of the vector layers in a file GDAL can read (a ``.zip`` is looked into)."""
+    out = _run(["ogrinfo", "-ro", "-q", _gdal_name(path)], str(path))
     return [m.group(1) for line in out.splitlines() if (m := _OGRINFO_LAYER.match(line.strip()))]
 
 
@@ -266,13 +314,16 @@ def read_grid_file(
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"no such file: {path}")
+    if layer is not None and (not layer.strip() or layer.startswith("-")):
+        raise InvalidInput(f"not a layer name: {layer!r}")
+    source = _gdal_name(path)
     if layer is None:
         names = file_layers(path)
         if len(names) > 1:
             raise InvalidInput(f"{path} holds several layers ({', '.join(names)}): name one")
     where = f"{path}" + (f" layer {layer}" if layer else "")
     argv = ["ogr2ogr", "-f", "GeoJSON", "-t_srs", f"EPSG:{STORAGE_EPSG}", "-dim", "XY",
-            "/vsistdout/", str(path)]
+            "/vsistdout/", source]
     if layer is not None:
         argv.append(layer)
     try:
@@ -358,7 +409,7 @@ def _count(value: object, column: str, where: str, n: int) -> int | None:
         number = float(str(value))
     except ValueError:
         number = math.nan
-    if not number.is_integer() or number < 0:
+    if not number.is_integer() or not 0 <= number <= MAX_COUNT:
         raise InvalidInput(f"{where}: feature {n} has {column} {value!r}, not a count")
     return int(number)
 
@@ -405,6 +456,7 @@ def import_generation(
     report = check_topology(*(tuple(f.unit() for f in metric[lv]) for lv in LEVELS),
                             min_area_m2=min_area_m2, epsg=epsg)
     counts = tuple((lv, len(features[lv])) for lv in LEVELS)
+    report = report.with_problems(_file_invalid_in_storage(features, metric, epsg, report))
     if not report.ok:
         raise ImportRefused(f"{source} refused: {report.summary()}", report)
     changes = tuple((lv, _changes(metric[lv], old[lv])) for lv in LEVELS)
@@ -412,6 +464,27 @@ def import_generation(
     if commit:
         generation = _write(conn, features, previous, valid_from, name.strip(), source)
     return ImportResult(source, counts, built, report, previous, changes, generation)
+
+
+def _file_invalid_in_storage(
+    features: Mapping[Level, Sequence[GridFeature]],
+    metric: Mapping[Level, Sequence[GridFeature]],
+    epsg: int,
+    report: TopologyReport,
+) -> list[Problem]:
+    out = []
+    for level in LEVELS:
+        for f, m in zip(features[level], metric[level], strict=True):
+            if f.geom is None or f.geom.is_empty or f.geom.is_valid:
+                continue
+            reason = str(shapely.is_valid_reason(f.geom))
+            where = _REASON_POINT.search(reason)
+            spot = None
+            if where is not None:
+                spot = reproject(Point(float(where.group(1)), float(where.group(2))),
+                                 STORAGE_EPSG, epsg)
+            out.extend(_storage_problem(level, f.code, reason, spot, m.geom, report))
+    return out
 
 
 def _current_or_none(conn: Conn) -> Generation | None:

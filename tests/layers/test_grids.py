@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def ogr_pg(url: str) -> str:
 
 
 def ogr2ogr(*args: str) -> None:
-    subprocess.run(["ogr2ogr", *args], check=True, capture_output=True)
+    res = subprocess.run(["ogr2ogr", *args], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
 
 
 def export_micro_grids(url: str, path: Path) -> Path:
@@ -128,7 +130,10 @@ def read_features(path: Path) -> list[dict[str, Any]]:
 
 def write_gpkg(features: list[dict[str, Any]], path: Path, epsg: int = FILE_EPSG) -> Path:
     src = path.with_suffix(".geojson")
-    src.write_text(json.dumps({"type": "FeatureCollection", "features": features}),
+    # an "id" property would become the GeoPackage's fid, which split features repeat
+    plain = [{**f, "properties": {k: v for k, v in f["properties"].items() if k != "id"}}
+             for f in features]
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": plain}),
                    encoding="utf-8")
     ogr2ogr("-f", "GPKG", str(path), str(src), "-a_srs", f"EPSG:{epsg}", "-nln", "micro_grids")
     return path
@@ -246,15 +251,16 @@ def _straddle_candidate(communities: dict[str, BaseGeometry],
 
 
 def test_micro_grid_straddling_two_communities(fresh_db_url: str) -> None:
-    epsg, communities, grids = units(fresh_db_url)
+    _, communities, grids = units(fresh_db_url)
     code, other = _straddle_candidate(communities, grids)
+    # grown by ~30 m into the other community, in EPSG:4490 so that the shared boundary
+    # stays exact (a detour through metres leaves near-coincident vertices behind)
     plant(fresh_db_url,
-          "UPDATE micro_grids m SET geom = ST_Multi(ST_Union(m.geom, ST_Transform("
-          " ST_Intersection(ST_Buffer(ST_Transform(m.geom, %(srid)s::integer), 30),"
-          " ST_Transform(c.geom, %(srid)s::integer)), 4490)))"
+          "UPDATE micro_grids m SET geom = ST_Multi(ST_Union(m.geom,"
+          " ST_Intersection(ST_Buffer(m.geom, 0.0003), c.geom)))"
           " FROM communities c WHERE c.code = %(other)s AND c.generation_id = 1"
           " AND m.code = %(code)s AND m.generation_id = 1",
-          {"srid": epsg, "code": code, "other": other})
+          {"code": code, "other": other})
     problems = report_of(fresh_db_url)
     assert {p.kind for p in problems} == {Kind.OUTSIDE_PARENT, Kind.OVERLAP}
     [outside] = [p for p in problems if p.kind is Kind.OUTSIDE_PARENT]
@@ -291,6 +297,30 @@ def test_bow_tie_micro_grid_is_invalid_and_located(fresh_db_url: str) -> None:
     # the repaired bow-tie still takes part in the other checks
     assert any(p.kind is Kind.OVERLAP and code in p.codes for p in problems)
     assert any(p.kind is Kind.GAP and code[:12] == p.codes[0] for p in problems)
+
+
+def notched(x0: float, y0: float, w: float = 0.004, h: float = 0.003) -> shapely.Polygon:
+    """A lon/lat ring whose notch touches its own top edge: invalid in EPSG:4490, yet
+    valid once in Gauss-Krüger metres east of the central meridian, where the parallel
+    bows away from the apex. Only a check of the stored form can see it."""
+    xm = x0 + w / 2
+    return shapely.Polygon([(x0, y0), (xm - 0.0005, y0), (xm, y0 + h), (xm + 0.0005, y0),
+                            (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)])
+
+
+def test_invalid_as_stored_though_valid_in_metres(fresh_db_url: str) -> None:
+    epsg, communities, grids = units(fresh_db_url)
+    code = interior_grid(communities, grids, margin=0.0)
+    centre = reproject(grids[code].representative_point(), epsg, STORAGE_EPSG)
+    ring = notched(round(centre.x, 4), round(centre.y, 4))
+    assert not ring.is_valid and reproject(ring, STORAGE_EPSG, epsg).is_valid
+    plant(fresh_db_url, "UPDATE micro_grids SET geom = ST_Multi(ST_GeomFromText(%(wkt)s, 4490))"
+          " WHERE code = %(code)s AND generation_id = 1", {"wkt": ring.wkt, "code": code})
+    [invalid] = [p for p in report_of(fresh_db_url) if p.kind is Kind.INVALID]
+    assert invalid.codes == (code,)
+    assert invalid.detail.startswith("in EPSG:4490: Ring Self-intersection")
+    apex = reproject(shapely.Point(ring.exterior.coords[2]), STORAGE_EPSG, epsg)
+    assert invalid.location.distance(apex) < 0.01
 
 
 # -- reading files ---------------------------------------------------------------------------
@@ -344,10 +374,11 @@ def _geojson(tmp_path: Path, props: list[dict[str, Any]], name: str = "f.geojson
         ([{"code": "3703031060", "name": "x"}], "10 characters and no level"),
         ([{"code": "370303106001001", "name": "x", "population": -3}], "not a count"),
         ([{"code": "370303106001001", "name": "x", "population": "many"}], "not a count"),
+        ([{"code": "370303106001001", "name": "x", "households": 2**31}], "not a count"),
         ([{"code": "370303106001001", "name": ""}], "has no name"),
     ],
     ids=["no-code", "no-name", "bad-level", "bad-code-length", "negative", "text-count",
-         "blank-name"],
+         "too-many", "blank-name"],
 )
 def test_bad_columns_are_invalid_input(tmp_path: Path, props: list[dict[str, Any]],
                                        message: str) -> None:
@@ -377,6 +408,22 @@ def test_unreadable_files_are_invalid_input(tmp_path: Path) -> None:
     assert len(read_grid_file(multi, layer="second")[Level.MICRO_GRID]) == 1
     with pytest.raises(InvalidInput, match="cannot read"):
         read_grid_file(multi, layer="third")
+    with pytest.raises(InvalidInput, match="not a layer name"):
+        read_grid_file(multi, layer="-sql")
+
+
+def test_zipped_shapefile(tmp_path: Path) -> None:
+    src = _geojson(tmp_path, [{"code": "370303106001001", "name": "网格", "households": 7}])
+    ogr2ogr("-f", "ESRI Shapefile", str(tmp_path / "grid.shp"), str(src), "-lco",
+            "ENCODING=UTF-8")
+    archive = tmp_path / "grid.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for part in tmp_path.glob("grid.*"):
+            if part.suffix != ".zip":
+                z.write(part, part.name)
+    [grid] = read_grid_file(archive)[Level.MICRO_GRID]
+    assert (grid.code, grid.name, grid.households) == ("370303106001001", "网格", 7)
+    assert np.allclose(grid.geom.bounds, (118.0, 36.8, 118.01, 36.81))
 
 
 # -- importing ------------------------------------------------------------------------------
@@ -502,6 +549,42 @@ def test_overlapping_import_is_refused_and_leaves_nothing(
                          ).fetchall() == [(1,)]
 
 
+def test_import_refuses_what_is_invalid_as_stored(db_url: str, tmp_path: Path) -> None:
+    ring = notched(118.05, 36.82)
+    path = tmp_path / "notched.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        feature({"code": "370303106001901", "name": "x"}, ring)]}), encoding="utf-8")
+    with db.connect(db_url) as c, pytest.raises(ImportRefused) as refused:
+        import_generation(c, path, NEW_FROM, "notched", commit=False)
+    report = refused.value.report
+    assert [(p.kind, p.codes) for p in report.problems] == [  # type: ignore[attr-defined]
+        (Kind.INVALID, ("370303106001901",))]
+    assert "in EPSG:4490" in report.problems[0].detail  # type: ignore[attr-defined]
+
+
+def test_moved_boundary_shows_as_changed(
+    fresh_db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """20 m of one micro-grid handed to its sibling: both changed, the community not."""
+    features = read_features(export_micro_grids(fresh_db_url, tmp_path / "export.gpkg"))
+    by_code = {f["properties"]["code"]: f for f in features}
+    a, b = next((x, y) for x in sorted(by_code) for y in sorted(by_code)
+                if x < y and x[:12] == y[:12]
+                and shape(by_code[x]["geometry"]).intersection(
+                    shape(by_code[y]["geometry"])).length > 100)
+    ga, gb = shape(by_code[a]["geometry"]), shape(by_code[b]["geometry"])
+    band = gb.intersection(ga.buffer(20.0))
+    by_code[a]["geometry"] = mapping(ga.union(band))
+    by_code[b]["geometry"] = mapping(gb.difference(ga.buffer(20.0)))
+    result = import_generation(conn, write_gpkg(features, tmp_path / "moved.gpkg"), NEW_FROM,
+                               "moved", commit=False)
+    changed = dict(result.changes_of(Level.MICRO_GRID).changed)
+    assert sorted(changed) == [a, b]
+    assert changed[a] == pytest.approx(band.area, rel=1e-3)
+    assert changed[b] == pytest.approx(band.area, rel=1e-3)
+    assert result.changes_of(Level.COMMUNITY).none
+
+
 def test_import_of_all_three_levels_with_a_rename(
     fresh_db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -595,6 +678,7 @@ def test_cli_import_dry_run_then_commit(
     assert f"added    {a}, {b}" in result.stdout
     assert f"removed  {code}" in result.stdout
     assert "micro_grid: 2 added, 1 removed, 0 changed, 0 renamed" in result.stdout
+    assert "(communities, streets built from their children)" in result.stdout
     assert row_counts(fresh_db_url) == before
     result = runner.invoke(app, ["grid", "import", str(path), "--valid-from", "2024-01-01",
                                  "--name", "2024年网格调整", "--commit"])
