@@ -17,6 +17,8 @@ All functions are vectorised: scalars or numpy arrays in, the same shape out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -90,14 +92,25 @@ def wgs84_to_gcj02(lon: Coord, lat: Coord) -> tuple[Coord, Coord]:
 def gcj02_to_wgs84(lon: Coord, lat: Coord) -> tuple[Coord, Coord]:
     """GCJ-02 → WGS84 / CGCS2000, exact to 1e-10° by fixed-point iteration."""
     g_lon, g_lat = _check(lon, lat)
-    w_lon, w_lat = g_lon.copy(), g_lat.copy()
+    w_lon, w_lat = _invert(wgs84_to_gcj02, g_lon, g_lat, g_lon.copy(), g_lat.copy())
+    return _out(w_lon, lon), _out(w_lat, lat)
+
+
+def _invert(
+    forward: Callable[[Coord, Coord], tuple[Coord, Coord]],
+    t_lon: npt.NDArray[np.float64],
+    t_lat: npt.NDArray[np.float64],
+    lon: npt.NDArray[np.float64],
+    lat: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Solve ``forward(lon, lat) == (t_lon, t_lat)`` by fixed-point iteration from a guess."""
     for _ in range(_MAX_ITER):
-        f_lon, f_lat = wgs84_to_gcj02(w_lon, w_lat)
-        e_lon, e_lat = np.asarray(f_lon) - g_lon, np.asarray(f_lat) - g_lat
-        w_lon, w_lat = w_lon - e_lon, w_lat - e_lat
+        f_lon, f_lat = forward(lon, lat)
+        e_lon, e_lat = np.asarray(f_lon) - t_lon, np.asarray(f_lat) - t_lat
+        lon, lat = lon - e_lon, lat - e_lat
         if np.max(np.abs(e_lon)) < _TOL and np.max(np.abs(e_lat)) < _TOL:
             break
-    return _out(w_lon, lon), _out(w_lat, lat)
+    return lon, lat
 
 
 def gcj02_to_bd09(lon: Coord, lat: Coord) -> tuple[Coord, Coord]:
@@ -119,13 +132,7 @@ def bd09_to_gcj02(lon: Coord, lat: Coord) -> tuple[Coord, Coord]:
     x, y = b_lon - 0.0065, b_lat - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
-    g_lon, g_lat = z * np.cos(theta), z * np.sin(theta)
-    for _ in range(_MAX_ITER):
-        f_lon, f_lat = gcj02_to_bd09(g_lon, g_lat)
-        e_lon, e_lat = np.asarray(f_lon) - b_lon, np.asarray(f_lat) - b_lat
-        g_lon, g_lat = g_lon - e_lon, g_lat - e_lat
-        if np.max(np.abs(e_lon)) < _TOL and np.max(np.abs(e_lat)) < _TOL:
-            break
+    g_lon, g_lat = _invert(gcj02_to_bd09, b_lon, b_lat, z * np.cos(theta), z * np.sin(theta))
     return _out(g_lon, lon), _out(g_lat, lat)
 
 
