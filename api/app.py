@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import problems, routes_locate
 from api.settings import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    head = db.head_revision()  # read the migration scripts once, not per probe
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
     app.include_router(routes_locate.router)
@@ -90,9 +92,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             async with pool.connection(timeout=3) as conn:
                 cur = await conn.execute("SELECT version_num FROM alembic_version")
                 row = await cur.fetchone()
-        except Exception as exc:
+        except (psycopg.OperationalError, PoolTimeout) as exc:
             return problems.problem(503, "Not ready", f"database unavailable: {exc}")
-        head = db.head_revision()
         current = row[0] if row else None
         if current != head:
             return problems.problem(

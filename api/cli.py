@@ -92,9 +92,9 @@ def db_reset(
                    "GRIDGOV_DATABASE_URL is set")
     if not yes:
         typer.confirm(f"Drop database {s.database_name} on the local cluster?", abort=True)
-    database = ensure_database(s, say=typer.echo)
-    assert database.cluster is not None  # noqa: S101 - no URL configured, so local
-    db.drop_database(database.cluster.url("postgres"), s.database_name)
+    cluster = local_cluster(s)
+    ensure_database(s, say=typer.echo)  # the cluster runs and the role exists
+    db.drop_database(cluster.url("postgres"), s.database_name)
     database = ensure_database(s, say=typer.echo)
     db.migrate(database.url)
     with progress_bar("seeding the demo town") as bar:
@@ -155,11 +155,7 @@ def serve(
     from api.app import create_app
 
     s = settings()
-    if no_setup:
-        database = ensure_database(s, say=typer.echo) if not s.database_url else Database(
-            s.database_url, None)
-    else:
-        database = database_up(s)
+    database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
     base = s.public_url or f"http://{host}:{port}"
     typer.echo(f"gridgov serving {database.where}")
     typer.echo(f"  landing page   {base}/")

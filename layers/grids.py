@@ -44,7 +44,7 @@ from gis.topology import (
     check_topology,
     level_of_code,
 )
-from layers.errors import ImportRefused, InvalidInput, LayersError
+from layers.errors import ImportRefused, InvalidInput, LayersError, NotFound
 from layers.loader import refresh_micro_grid_parts
 from layers.models import SRID
 
@@ -153,14 +153,14 @@ def get_generation(conn: Conn, generation_id: int | None = None) -> Generation:
             "SELECT id, name, valid_from, valid_to FROM grid_generations WHERE valid_to IS NULL"
         ).fetchone()
         if row is None:
-            raise InvalidInput("there is no current grid generation")
+            raise NotFound("there is no current grid generation")
     else:
         row = conn.execute(
             "SELECT id, name, valid_from, valid_to FROM grid_generations WHERE id = %s",
             (generation_id,),
         ).fetchone()
         if row is None:
-            raise InvalidInput(f"there is no grid generation {generation_id}")
+            raise NotFound(f"there is no grid generation {generation_id}")
     return Generation(int(row[0]), str(row[1]), row[2], row[3])
 
 
@@ -490,7 +490,7 @@ def _file_invalid_in_storage(
 def _current_or_none(conn: Conn) -> Generation | None:
     try:
         return get_generation(conn, None)
-    except InvalidInput:
+    except NotFound:
         return None
 
 

@@ -10,7 +10,6 @@ from psycopg import sql
 
 from layers.registry import LAYERS
 
-Conn = psycopg.Connection[Any]
 AConn = psycopg.AsyncConnection[Any]
 
 

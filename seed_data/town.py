@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +45,11 @@ FUJIA_CAMERAS = 4_955
 GENERATION_START = dt.date(2023, 4, 1)
 COORD_DECIMALS = 7  # ~1 cm in degrees
 
-# (name, code, radius of the street in km, communities, micro-grids, households, people)
+# (name, 3-digit street code, communities, micro-grids, households, people)
 STREET_PLAN = [
-    ("傅家镇", "106", None, 7, 230, FUJIA_HOUSEHOLDS, FUJIA_POPULATION),
-    ("湖田街道", "005", None, 4, 48, 14_200, 33_100),
-    ("南定镇", "108", None, 4, 44, 12_600, 29_300),
+    ("傅家镇", "106", 7, 230, FUJIA_HOUSEHOLDS, FUJIA_POPULATION),
+    ("湖田街道", "005", 4, 48, 14_200, 33_100),
+    ("南定镇", "108", 4, 44, 12_600, 29_300),
 ]
 COMMUNITY_NAMES = {
     "106": ["傅家社区", "周家社区", "北岭社区", "东风社区", "西苑社区", "南坪社区", "杏园社区"],
@@ -274,31 +275,16 @@ def generate(seed: int = 2023, scale: int = 1, progress: Progress | None = None)
     epsg = gk3_epsg(CENTRE_LON)
     cx0, cy0 = transformer(STORAGE_EPSG, epsg).transform(CENTRE_LON, CENTRE_LAT)
     town = Town(seed=seed, scale=scale, metric_epsg=epsg)
-    tables: dict[str, list[Row]] = {
-        "grid_generations": [
-            {
-                "id": 1,
-                "name": "2023年网格划分",
-                "valid_from": GENERATION_START,
-                "valid_to": None,
-                "source": f"seed_data demo town, seed {seed}, scale {scale}",
-            }
-        ]
-    }
-    for key in (
-        "streets",
-        "communities",
-        "micro_grids",
-        "roads",
-        "buildings",
-        "parcels",
-        "high_points",
-        "cameras",
-        "sensors",
-        "workers",
-        "worker_assignments",
-    ):
-        tables[key] = []
+    tables: defaultdict[str, list[Row]] = defaultdict(list)
+    tables["grid_generations"] = [
+        {
+            "id": 1,
+            "name": "2023年网格划分",
+            "valid_from": GENERATION_START,
+            "valid_to": None,
+            "source": f"seed_data demo town, seed {seed}, scale {scale}",
+        }
+    ]
     for copy in range(scale):
         rng = np.random.default_rng([seed, copy])
         offset_x = copy * 19_000.0
@@ -322,7 +308,7 @@ def generate(seed: int = 2023, scale: int = 1, progress: Progress | None = None)
         for row in rows:
             if "geom" in row:
                 row["geom"] = project(row["geom"])
-    town.tables = tables
+    town.tables = dict(tables)
     return town
 
 
@@ -390,7 +376,7 @@ def _one_town(
     comm_lines: list[BaseGeometry] = list(street_lines)
     comm_seeds: list[tuple[int, np.ndarray]] = []
     for si, poly in enumerate(street_polys):
-        n_comm = STREET_PLAN[si][3]
+        n_comm = STREET_PLAN[si][2]
         pts = _sample(
             poly,
             n_comm,
@@ -438,7 +424,7 @@ def _one_town(
                 for k in keys
             ]
         )
-        counts = _split_counts(STREET_PLAN[si][4], weights)
+        counts = _split_counts(STREET_PLAN[si][3], weights)
         for k, n in zip(keys, counts, strict=True):
             poly = comm_polys[k]
             typical = math.sqrt(poly.area / max(n, 1))
@@ -466,7 +452,7 @@ def _one_town(
     comm_rows: list[Row] = []
     grid_rows: list[Row] = []
     grid_kind: dict[str, str] = {}
-    for si, (sname, scode3, _r, _nc, _ng, hh, pop) in enumerate(STREET_PLAN):
+    for si, (sname, scode3, _nc, _ng, hh, pop) in enumerate(STREET_PLAN):
         scode = DIVISION + f"{(int(scode3) + 10 * copy) % 1000:03d}"
         # communities ordered west to east, north to south for readable codes
         ckeys = sorted(
@@ -614,7 +600,6 @@ def _one_town(
     for si, srow in enumerate(street_rows):
         n_hp = 4 if si == 0 else 1
         poly = srow["geom"]
-        minx, miny, maxx, maxy = poly.bounds
         cands = _sample(
             poly,
             n_hp,
@@ -757,59 +742,41 @@ def _one_town(
     # ---- sensors ------------------------------------------------------------------------
     s_rows: list[Row] = []
     for si, srow in enumerate(street_rows):
-        poly = srow["geom"]
-        n_pm = 12 if si == 0 else 3
-        for k, (x, y) in enumerate(
-            _sample(
-                poly,
-                n_pm,
-                rng,
-                _flat(1.0),
-                _flat(1200.0),
-            ),
-            start=1,
-        ):
-            s_rows.append(
-                {
-                    "code": f"AQ{srow['code']}{k:02d}",
-                    "name": f"{srow['name']}空气质量监测站{k}号",
-                    "kind": "pm25_station",
-                    "installed_on": dt.date(2022, 6, 1)
-                    + dt.timedelta(days=int(rng.integers(0, 400))),
-                    "geom": Point(x, y),
-                }
-            )
-        n_mh = 300 if si == 0 else 60
-        for k, (x, y) in enumerate(_sample(poly, n_mh, rng, density, _flat(60.0)), start=1):
-            s_rows.append(
-                {
-                    "code": f"MH{srow['code']}{k:04d}",
-                    "name": f"智能井盖{k}",
-                    "kind": "manhole_cover",
-                    "installed_on": dt.date(2023, 1, 1)
-                    + dt.timedelta(days=int(rng.integers(0, 300))),
-                    "geom": Point(x, y),
-                }
-            )
-        for k, (x, y) in enumerate(
-            _sample(
-                poly,
-                3,
-                rng,
-                _flat(1.0),
-                _flat(800.0),
-            ),
-            start=1,
-        ):
-            s_rows.append(
-                {
-                    "code": f"WL{srow['code']}{k:02d}",
-                    "name": f"水位监测点{k}",
-                    "kind": "water_level",
-                    "installed_on": None,
-                    "geom": Point(x, y),
-                }
-            )
+        poly, fujia = srow["geom"], si == 0
+
+        _place(
+            s_rows,
+            rng,
+            srow,
+            "AQ",
+            2,
+            "{street}空气质量监测站{k}号",
+            "pm25_station",
+            _sample(poly, 12 if fujia else 3, rng, _flat(1.0), _flat(1200.0)),
+            (dt.date(2022, 6, 1), 400),
+        )
+        _place(
+            s_rows,
+            rng,
+            srow,
+            "MH",
+            4,
+            "智能井盖{k}",
+            "manhole_cover",
+            _sample(poly, 300 if fujia else 60, rng, density, _flat(60.0)),
+            (dt.date(2023, 1, 1), 300),
+        )
+        _place(
+            s_rows,
+            rng,
+            srow,
+            "WL",
+            2,
+            "水位监测点{k}",
+            "water_level",
+            _sample(poly, 3, rng, _flat(1.0), _flat(800.0)),
+            None,
+        )
     tables["sensors"] += s_rows
     step("sensors", len(s_rows))
 
@@ -829,6 +796,33 @@ def _one_town(
             }
         )
     step("workers", len(grid_rows))
+
+
+def _place(
+    rows: list[Row],
+    rng: np.random.Generator,
+    street: Row,
+    prefix: str,
+    digits: int,
+    name: str,
+    kind: str,
+    pts: np.ndarray,
+    installed: tuple[dt.date, int] | None,
+) -> None:
+    """Append sensors at ``pts``, installed on a random day of ``installed`` (start, days)."""
+    for k, (x, y) in enumerate(pts, start=1):
+        day = None
+        if installed is not None:
+            day = installed[0] + dt.timedelta(days=int(rng.integers(0, installed[1])))
+        rows.append(
+            {
+                "code": f"{prefix}{street['code']}{k:0{digits}d}",
+                "name": name.format(street=street["name"], k=k),
+                "kind": kind,
+                "installed_on": day,
+                "geom": Point(x, y),
+            }
+        )
 
 
 def _scale_to(poly: Polygon, area: float) -> Polygon:

@@ -85,7 +85,6 @@ def test_points_on_shared_boundaries_and_vertices_get_one_stable_answer(
 
 def test_gcj02_and_bd09_points_land_in_the_true_grid(client: TestClient, grids: tuple) -> None:
     codes, geoms = grids
-    rng = np.random.default_rng(5)
     checked = moved = 0
     for g, code in zip(geoms[::7], codes[::7], strict=True):
         p = shapely.point_on_surface(g)
@@ -101,7 +100,6 @@ def test_gcj02_and_bd09_points_land_in_the_true_grid(client: TestClient, grids: 
         moved += naive.status_code != 200 or naive.json()["micro_grid"]["code"] != code
         checked += 1
     assert checked > 30 and moved > checked // 2
-    del rng
 
 
 @pytest.mark.parametrize("epsg", [3857, 4548])

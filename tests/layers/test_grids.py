@@ -31,7 +31,7 @@ from api.cli import app
 from gis.crs import STORAGE_EPSG, reproject
 from gis.topology import Kind, Level, Problem
 from layers import db
-from layers.errors import ImportRefused, InvalidInput
+from layers.errors import ImportRefused, InvalidInput, NotFound
 from layers.grids import (
     check_generation,
     generation_epsg,
@@ -97,6 +97,19 @@ def plant(url: str, statement: str, params: dict[str, object]) -> None:
         assert cur.rowcount == 1
         c.commit()
 
+
+BOW_TIE = (
+    "UPDATE micro_grids SET geom = ST_SetSRID(ST_Multi(ST_MakePolygon(ST_MakeLine(ARRAY["
+    " ST_MakePoint(ST_XMin(geom), ST_YMin(geom)), ST_MakePoint(ST_XMax(geom), ST_YMax(geom)),"
+    " ST_MakePoint(ST_XMax(geom), ST_YMin(geom)), ST_MakePoint(ST_XMin(geom), ST_YMax(geom)),"
+    " ST_MakePoint(ST_XMin(geom), ST_YMin(geom))]))), 4490)"
+    " WHERE code = %(code)s AND generation_id = 1"
+)
+
+
+def plant_bow_tie(url: str, code: str) -> None:
+    """Replace micro-grid ``code`` by a self-crossing quadrilateral over its envelope."""
+    plant(url, BOW_TIE, {"code": code})
 
 def report_of(url: str) -> list[Problem]:
     with db.connect(url) as c:
@@ -205,8 +218,8 @@ def test_read_generation_is_metric_and_agrees_with_proj(db_url: str) -> None:
     assert 300_000 < x0 < 700_000 and 4_000_000 < y0 < 4_200_000  # GK metres, not degrees
 
 
-def test_unknown_generation_is_invalid_input(db_url: str) -> None:
-    with db.connect(db_url) as c, pytest.raises(InvalidInput, match="no grid generation 42"):
+def test_unknown_generation_is_not_found(db_url: str) -> None:
+    with db.connect(db_url) as c, pytest.raises(NotFound, match="no grid generation 42"):
         check_generation(c, 42)
 
 
@@ -275,13 +288,7 @@ def test_micro_grid_straddling_two_communities(fresh_db_url: str) -> None:
 def test_bow_tie_micro_grid_is_invalid_and_located(fresh_db_url: str) -> None:
     epsg, communities, grids = units(fresh_db_url)
     code = interior_grid(communities, grids, margin=0.0)
-    plant(fresh_db_url,
-          "UPDATE micro_grids SET geom = ST_SetSRID(ST_Multi(ST_MakePolygon(ST_MakeLine(ARRAY["
-          " ST_MakePoint(ST_XMin(geom), ST_YMin(geom)), ST_MakePoint(ST_XMax(geom), ST_YMax(geom)),"
-          " ST_MakePoint(ST_XMax(geom), ST_YMin(geom)), ST_MakePoint(ST_XMin(geom), ST_YMax(geom)),"
-          " ST_MakePoint(ST_XMin(geom), ST_YMin(geom))]))), 4490)"
-          " WHERE code = %(code)s AND generation_id = 1",
-          {"code": code})
+    plant_bow_tie(fresh_db_url, code)
     with db.connect(fresh_db_url) as c:
         row = c.execute(
             "SELECT ST_IsValid(geom), "
@@ -629,12 +636,7 @@ def test_cli_check_clean(db_url: str, use_db: Any) -> None:
 def test_cli_check_reports_problems(fresh_db_url: str, use_db: Any) -> None:
     epsg, communities, grids = units(fresh_db_url)
     code = interior_grid(communities, grids, margin=0.0)
-    plant(fresh_db_url,
-          "UPDATE micro_grids SET geom = ST_SetSRID(ST_Multi(ST_MakePolygon(ST_MakeLine(ARRAY["
-          " ST_MakePoint(ST_XMin(geom), ST_YMin(geom)), ST_MakePoint(ST_XMax(geom), ST_YMax(geom)),"
-          " ST_MakePoint(ST_XMax(geom), ST_YMin(geom)), ST_MakePoint(ST_XMin(geom), ST_YMax(geom)),"
-          " ST_MakePoint(ST_XMin(geom), ST_YMin(geom))]))), 4490)"
-          " WHERE code = %(code)s AND generation_id = 1", {"code": code})
+    plant_bow_tie(fresh_db_url, code)
     with db.connect(fresh_db_url) as c:
         centre = c.execute("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Centroid(ST_Envelope(geom)) "
                            "p FROM micro_grids WHERE code = %s) s", (code,)).fetchone()
