@@ -30,7 +30,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             open=False,
-            kwargs={"application_name": "gridgov"},
+            kwargs={"application_name": "gridgov", "options": db.SESSION_OPTIONS},
         )
         await pool.open(wait=False)
         app.state.pool = pool

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.locate_io import TooMany
 from gis.errors import CRSError, GisError
 from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError, NotFound
 
@@ -22,6 +23,7 @@ STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (DatabaseNotReady, 503, "Database unavailable"),
     (NotFound, 404, "Not found"),
     (ImportRefused, 422, "Import refused"),
+    (TooMany, 413, "Payload too large"),
     (InvalidInput, 400, "Invalid input"),
     (CRSError, 400, "Unsupported coordinate reference system"),
     (GisError, 400, "Invalid spatial input"),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
-from gis.crs import INPUT_CRS, to_storage
-from layers.locate import locate
+from api import locate_io
+from gis.crs import INPUT_CRS, to_storage, to_storage_many
+from layers.locate import generation_at, locate, locate_many
 
 router = APIRouter(tags=["spatial answers"])
 
@@ -41,3 +44,52 @@ async def get_locate(
         answer = await locate(conn, x, y, at or dt.date.today())
     return {**answer, "point": {"lon": round(x, 8), "lat": round(y, 8), "crs": "EPSG:4490"},
             "crs": crs}
+
+
+@router.post(
+    "/locate",
+    summary="Which grid owns each of many points (streamed, in input order)",
+    description=(
+        "Up to 100,000 points as a GeoJSON FeatureCollection of Points "
+        "(`application/geo+json`) or CSV with `lon` and `lat` columns (`text/csv`; "
+        "`charset=gbk` and others are honoured, UTF-8 with or without BOM is the default). "
+        "The answer has the input's format and order: each feature or row keeps what it "
+        "had and gains `micro_grid_code`, `micro_grid_name`, `community_code`, "
+        "`community_name`, `street_code`, `street_name`, `worker`; a point outside the "
+        "territory has no micro-grid and gains `nearest_code`, `nearest_name`, `distance_m`. "
+        "GeoJSON answers carry the point in EPSG:4490 as geometry. The whole input is "
+        "checked before the first answer: a bad point is a 400 naming it."
+    ),
+    responses={
+        200: {"content": {"application/geo+json": {}, "text/csv": {}},
+              "description": "answers, streamed"},
+        400: {"description": "bad body, coordinates or crs"},
+        413: {"description": "more than 100,000 points"},
+    },
+    response_class=StreamingResponse,
+)
+async def post_locate(
+    request: Request,
+    crs: Annotated[str, Query(description="CRS of the input coordinates")] = "EPSG:4490",
+    at: Annotated[dt.date | None, Query(description="date: the grid valid then")] = None,
+) -> StreamingResponse:
+    points = locate_io.parse(await request.body(), request.headers.get("content-type", ""))
+    lons, lats = to_storage_many(points.xs, points.ys, crs)
+    when = at or dt.date.today()
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        generation = await generation_at(conn, when)
+
+    async def chunks() -> AsyncIterator[list[tuple[Any, ...]]]:
+        async with pool.connection() as conn:
+            async for rows in locate_many(conn, lons, lats, generation, when):
+                yield rows
+
+    headers = {"Gridgov-Generation": str(generation["id"])}
+    if points.kind == "csv":
+        return StreamingResponse(locate_io.csv_stream(points, chunks()),
+                                 media_type="text/csv; charset=utf-8", headers=headers)
+    head = {"generation": generation, "input_crs": crs, "numberReturned": len(lons)}
+    return StreamingResponse(
+        locate_io.geojson_stream(points, lons.tolist(), lats.tolist(), head, chunks()),
+        media_type="application/geo+json", headers=headers)

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import pyproj
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from gis.errors import CRSError
+from gis.errors import CRSError, GisError
 
 STORAGE_EPSG = 4490
 _GK3_FIRST_EPSG = 4534  # CGCS2000 / 3-degree Gauss-Kruger CM 75E
@@ -113,3 +115,58 @@ def to_storage(x: float, y: float, crs: str) -> tuple[float, float]:
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
         raise CRSError(f"point ({x}, {y}) in {crs} is not on the Earth (lon {lon}, lat {lat})")
     return float(lon), float(lat)
+
+
+def to_storage_many(
+    xs: npt.ArrayLike, ys: npt.ArrayLike, crs: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Many points given in ``crs`` as EPSG:4490 lon/lat arrays, in the same order.
+
+    The vectorised twin of :func:`to_storage`, with the same checks; the first bad point
+    is named by its position (0-based) in the error.
+
+    >>> lon, lat = to_storage_many([118.0, 118.1], [36.8, 36.9], "EPSG:4326")
+    >>> lon.tolist(), lat.tolist()
+    ([118.0, 118.1], [36.8, 36.9])
+    """
+    from gis import chinacrs
+
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise CRSError("x and y must be one-dimensional arrays of the same length")
+    _first_bad(~(np.isfinite(x) & np.isfinite(y)), "coordinates must be finite numbers")
+    low = crs.strip().lower()
+    norm = crs.strip().upper().replace("HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/", "EPSG:")
+    if low in ("gcj02", "gcj-02", "bd09", "bd-09"):
+        _first_bad(
+            (np.abs(x) > 180) | (np.abs(y) > 90), f"coordinates are not {crs} longitude/latitude"
+        )
+        fn = chinacrs.gcj02_to_wgs84 if low.startswith("gcj") else chinacrs.bd09_to_wgs84
+        lon, lat = fn(x, y)
+        lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    elif norm in ("EPSG:4490", "EPSG:4326", "CRS84", "OGC:CRS84",
+                  "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84"):
+        lon, lat = x, y
+    elif norm.startswith("EPSG:") and norm[5:].isdigit() and (
+        int(norm[5:]) == 3857 or 4534 <= int(norm[5:]) <= 4554
+    ):
+        code = int(norm[5:])
+        lon, lat = transformer(code, STORAGE_EPSG).transform(x, y)
+        bx, by = transformer(STORAGE_EPSG, code).transform(lon, lat)
+        _first_bad(
+            ~((np.abs(bx - x) <= 1.0) & (np.abs(by - y) <= 1.0)),
+            f"point lies outside the valid area of {crs}",
+        )
+    else:
+        raise CRSError(f"unsupported crs {crs!r}; use one of {', '.join(INPUT_CRS)}")
+    _first_bad(
+        ~((np.abs(lon) <= 180.0) & (np.abs(lat) <= 90.0)), f"point in {crs} is not on the Earth"
+    )
+    return lon, lat
+
+
+def _first_bad(bad: npt.NDArray[np.bool_], message: str) -> None:
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise GisError(f"point {i}: {message}", index=i)

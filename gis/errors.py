@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GisError(Exception):
-    """Base of every fault raised by gis/."""
+    """Base of every fault raised by gis/.
+
+    Keyword arguments are kept as ``extensions``: machine-readable detail (such as the
+    position of the bad point) that the API adds to its problem+json answer.
+    """
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.extensions = extensions
 
 
 class CRSError(GisError):

@@ -29,7 +29,11 @@ class ImportRefused(LayersError):
 
 
 class InvalidInput(LayersError):
-    """Input data that cannot be stored as given (unreadable file, missing column...)."""
+    """Input data that cannot be used as given (unreadable file, missing column, bad point)."""
+
+    def __init__(self, message: str, **extensions: object) -> None:
+        super().__init__(message)
+        self.extensions = extensions
 
 
 class NotFound(LayersError):
