@@ -326,6 +326,38 @@ class WorkerAssignment(Base):
     )
 
 
+# -- derived results ---------------------------------------------------------------
+
+
+class MicroGridCoverage(Base):
+    """How much of each micro-grid the high points and cameras see; the rest as geometry."""
+
+    __tablename__ = "micro_grid_coverage"
+    micro_grid_id: Mapped[int] = mapped_column(
+        ForeignKey("micro_grids.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation_id: Mapped[int] = mapped_column(ForeignKey("grid_generations.id"), index=True)
+    code: Mapped[str] = mapped_column(String(15))
+    high_point_ring_fraction: Mapped[float] = mapped_column(Float)
+    high_point_visible_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    camera_fraction: Mapped[float] = mapped_column(Float)
+    covered_fraction: Mapped[float] = mapped_column(Float)
+    surface_model: Mapped[str | None] = mapped_column(Text, nullable=True)
+    computed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    geom = mapped_column(geom("MULTIPOLYGON"), nullable=True)
+    __table_args__ = (
+        CheckConstraint(
+            "high_point_ring_fraction BETWEEN 0 AND 1 AND (high_point_visible_fraction IS NULL "
+            "OR high_point_visible_fraction BETWEEN 0 AND 1) AND camera_fraction BETWEEN 0 AND 1 "
+            "AND covered_fraction BETWEEN 0 AND 1",
+            name="fractions",
+        ),
+        gist("micro_grid_coverage"),
+    )
+
+
 GRID_TABLES = ("streets", "communities", "micro_grids")
 LAYER_TABLES = (
     "streets",
