@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import locate_io
 from gis.crs import INPUT_CRS, to_storage, to_storage_many
 from layers.locate import generation_at, locate, locate_many
+from layers.nearby import MAX_LIMIT, MAX_RADIUS_M, NEARBY_LAYERS, nearby
 
 router = APIRouter(tags=["spatial answers"])
 
@@ -93,3 +94,42 @@ async def post_locate(
     return StreamingResponse(
         locate_io.geojson_stream(points, lons.tolist(), lats.tolist(), head, chunks()),
         media_type="application/geo+json", headers=headers)
+
+
+@router.get(
+    "/nearby",
+    summary="What lies within a radius, nearest first",
+    description=(
+        "Features of the chosen layers within `radius` metres of the point, nearest first, "
+        "as a GeoJSON FeatureCollection (EPSG:4490). `distance_m` is measured on the "
+        f"ellipsoid to the nearest part of each feature. `radius` is at most "
+        f"{MAX_RADIUS_M:.0f} m, `limit` at most {MAX_LIMIT}; `layers` is a comma-separated "
+        f"list from: {', '.join(NEARBY_LAYERS)}."
+    ),
+    responses={400: {"description": "bad coordinates, radius, limit or layer"}},
+)
+async def get_nearby(
+    request: Request,
+    lon: Annotated[float, Query(description="longitude (or easting)")],
+    lat: Annotated[float, Query(description="latitude (or northing)")],
+    radius: Annotated[float, Query(description="metres")] = 200.0,
+    layers: Annotated[str, Query(description="comma-separated layer names")] = (
+        "cameras,high_points,buildings"
+    ),
+    limit: Annotated[int, Query(description="most features returned")] = 100,
+    crs: Annotated[str, Query(description="CRS of lon/lat")] = "EPSG:4490",
+) -> JSONResponse:
+    x, y = to_storage(lon, lat, crs)
+    names = [n.strip() for n in layers.split(",") if n.strip()]
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        features = await nearby(conn, x, y, radius, names, limit)
+    body = {
+        "type": "FeatureCollection",
+        "point": {"lon": round(x, 8), "lat": round(y, 8), "crs": "EPSG:4490"},
+        "radius_m": radius,
+        "layers": names,
+        "numberReturned": len(features),
+        "features": features,
+    }
+    return JSONResponse(body, media_type="application/geo+json")
