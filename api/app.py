@@ -45,8 +45,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         "served from PostGIS.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from the project's own Swagger UI copy, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    _docs(app)
     head = db.head_revision()  # read the migration scripts once, not per probe
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
@@ -102,3 +105,24 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     return app
+
+
+def _docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the swagger-ui-bundle package; no script leaves the host."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui_path)),
+              name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json",
+            title="gridgov API",
+            swagger_js_url=f"{root}/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/swagger-ui/favicon-32x32.png",
+        )

@@ -56,6 +56,19 @@ def test_landing_page_in_a_browser_is_html(client: TestClient) -> None:
     assert "http" not in r.text.split("<body>")[0].replace("http-equiv", "")
 
 
+def test_api_docs_load_only_assets_served_here(client: TestClient) -> None:
+    import re
+
+    r = client.get("/docs")
+    assert r.status_code == 200 and "swagger" in r.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert len(assets) >= 2
+    for url in assets:
+        assert url.startswith("/"), url  # this host, never a CDN
+        assert client.get(url).status_code == 200, url
+    assert client.get("/openapi.json").json()["paths"]["/locate"]
+
+
 def test_personal_data_is_not_a_layer(client: TestClient) -> None:
     body = client.get("/", params={"f": "json"}).json()
     assert "workers" not in {layer["name"] for layer in body["layers"]}
