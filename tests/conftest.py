@@ -15,6 +15,7 @@ import pytest
 
 from layers import db
 from layers.cluster import LocalCluster, free_port
+from seed_data.surface import SurfaceInfo, write_dsm
 from seed_data.town import Town, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +89,9 @@ def empty_db_url(cluster: LocalCluster, admin_url: str) -> Iterator[str]:
 def demo_town() -> Town:
     """The demo town as the generator makes it (seed 2023), shared by the run."""
     return generate(seed=2023)
+
+
+@pytest.fixture(scope="session")
+def demo_dsm(demo_town: Town, tmp_path_factory: pytest.TempPathFactory) -> SurfaceInfo:
+    """The demo town's surface model (2 m DSM GeoTIFF, EPSG:4548), written once per run."""
+    return write_dsm(demo_town, tmp_path_factory.mktemp("dsm") / "demo_dsm.tif")
