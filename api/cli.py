@@ -10,8 +10,16 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from api.database import Database, ensure_database, local_cluster, seed_if_empty, seed_town
+from api.database import (
+    Database,
+    ensure_database,
+    local_cluster,
+    seed_if_empty,
+    seed_town,
+    write_demo_dsm,
+)
 from api.settings import Settings
+from gis.errors import GisError
 from layers import db
 from layers.errors import LayersError
 
@@ -142,6 +150,93 @@ def seed_cmd(
     typer.echo("seeded: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
+@contextmanager
+def counting_bar(desc: str, unit: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A tqdm bar with a total, fed by ``progress(done, total, message)`` callbacks."""
+    with tqdm(desc=desc, unit=unit, leave=True, dynamic_ncols=True) as bar:
+
+        def update(done: int, total: int, message: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(message)
+            bar.update(done - bar.n)
+
+        yield update
+
+
+@app.command("coverage")
+def coverage_cmd(
+    dsm: Annotated[Path | None, typer.Option(
+        help="Surface model (GeoTIFF, metres, the grid's Gauss-Krüger zone); default: "
+             "GRIDGOV_SURFACE_MODEL or <data dir>/dsm.tif.")] = None,
+    no_dsm: Annotated[bool, typer.Option(
+        "--no-dsm", help="Range rings and camera sectors only, no line of sight.")] = False,
+    generation: Annotated[int | None, typer.Option(
+        help="Grid generation id; default the current one.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Compute and report; store nothing.")] = False,
+) -> None:
+    """Recompute what the high points and cameras see of every micro-grid, and store it."""
+    from layers.coverage import compute, store
+
+    s = settings()
+    database = ensure_database(s, say=lambda _m: None)
+    surface = None if no_dsm else (dsm or s.dsm_path)
+    if surface is not None and not surface.exists():
+        if dsm is not None or s.surface_model is not None:
+            raise fail(f"no surface model at {surface}", 2)
+        with progress_bar("writing the demo town's surface model") as bar:
+            if not write_demo_dsm(database.url, surface, progress=bar):
+                raise fail(f"no surface model at {surface}: set GRIDGOV_SURFACE_MODEL or "
+                           "pass --dsm (or --no-dsm for range rings only)", 2)
+    try:
+        with db.connect(database.url) as conn, counting_bar("coverage", "item") as bar:
+            result = compute(conn, surface, generation_id=generation, progress=bar)
+            if not dry_run:
+                store(conn, result)
+                conn.commit()
+    except (LayersError, GisError) as exc:
+        raise fail(str(exc)) from exc
+    grids = result.grids
+
+    def mean(values: list[float | None]) -> str:
+        known = [v for v in values if v is not None]
+        return f"{100 * sum(known) / len(known):.1f} %" if known else "n/a (no DSM)"
+
+    typer.echo(f"{len(grids)} micro-grids of generation {result.generation_id}, EPSG:"
+               f"{result.epsg}, surface model: {result.surface_model or 'none'}")
+    typer.echo(f"  within a high point's ring  {mean([g.high_point_ring_fraction for g in grids])}")
+    typer.echo("  seen by a high point        "
+               + mean([g.high_point_visible_fraction for g in grids]))
+    typer.echo(f"  seen by a street camera     {mean([g.camera_fraction for g in grids])}")
+    typer.echo(f"  seen by either              {mean([g.covered_fraction for g in grids])}")
+    worst = sorted(grids, key=lambda g: (g.covered_fraction, g.code))[:5]
+    typer.echo("  least covered: " + ", ".join(
+        f"{g.code} {100 * g.covered_fraction:.0f} %" for g in worst))
+    typer.echo("dry run: nothing stored" if dry_run else
+               f"stored {len(grids)} rows in micro_grid_coverage")
+
+
+def demo_coverage(s: Settings, database: Database) -> None:
+    """On the project's own demo database: the surface model and coverage, once."""
+    from layers.coverage import compute, store
+
+    with db.connect(database.url) as conn:
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM micro_grid_coverage)").fetchone()[0]:
+            return
+    surface = s.dsm_path
+    if not surface.exists():
+        with progress_bar("writing the demo town's surface model") as bar:
+            if not write_demo_dsm(database.url, surface, progress=bar):
+                typer.echo("not the demo town: run `gridgov coverage --dsm PATH` for coverage")
+                return
+    try:
+        with db.connect(database.url) as conn, counting_bar("coverage", "item") as bar:
+            store(conn, compute(conn, surface, progress=bar))
+            conn.commit()
+    except LayersError as exc:
+        typer.echo(f"coverage not computed: {exc}")
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
@@ -156,6 +251,8 @@ def serve(
 
     s = settings()
     database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
+    if not no_setup and database.cluster is not None:
+        demo_coverage(s, database)
     base = s.public_url or f"http://{host}:{port}"
     typer.echo(f"gridgov serving {database.where}")
     typer.echo(f"  landing page   {base}/")

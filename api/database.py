@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from api.settings import Settings
 from layers import db
@@ -70,3 +71,33 @@ def seed_town(
         conn.autocommit = True
         conn.execute("ANALYZE")
     return counts
+
+
+def demo_town_of(url: str) -> tuple[int, int] | None:
+    """(seed, scale) when the current grid is the generated demo town, else None."""
+    import re
+
+    with db.connect(url) as conn:
+        row = conn.execute(
+            "SELECT source FROM grid_generations WHERE valid_to IS NULL").fetchone()
+    match = re.fullmatch(r"seed_data demo town, seed (\d+), scale (\d+)", row[0] if row else "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def write_demo_dsm(
+    url: str, path: Path, progress: Callable[[str, int], None] | None = None
+) -> bool:
+    """Write the demo town's surface model to ``path`` (when the database holds the demo
+    town); False when it holds other data, whose DSM must come from its survey."""
+    from seed_data.surface import write_dsm
+    from seed_data.town import generate
+
+    demo = demo_town_of(url)
+    if demo is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    town = generate(seed=demo[0], scale=demo[1], progress=progress)
+    tmp = path.with_suffix(".tmp.tif")
+    write_dsm(town, tmp, progress=progress)
+    tmp.replace(path)  # never a half-written DSM under the real name
+    return True

@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=8, ge=1)
     seed: int = 2023
+    surface_model: Path | None = Field(
+        default=None,
+        description="DSM GeoTIFF (metres, in the grid's Gauss-Krüger zone) for line-of-sight "
+        "coverage; default <data_dir>/dsm.tif, written with the demo town.",
+    )
+
+    @property
+    def dsm_path(self) -> Path:
+        return self.surface_model or self.data_dir / "dsm.tif"
 
     @field_validator("database_url")
     @classmethod
