@@ -21,7 +21,9 @@ AConn = psycopg.AsyncConnection[Any]
 
 MAX_RADIUS_M = 5_000.0
 MAX_LIMIT = 1_000
-NEARBY_LAYERS = tuple(name for name, layer in LAYERS.items() if not layer.grid_level)
+NEARBY_LAYERS = tuple(
+    name for name, layer in LAYERS.items() if not (layer.grid_level or layer.derived)
+)
 
 
 def _branch(name: str) -> sql.Composed:

@@ -20,7 +20,7 @@ def _summary_stmt() -> sql.Composable:
             sql.SQL(
                 "WHERE generation_id = (SELECT id FROM grid_generations WHERE valid_to IS NULL)"
             )
-            if layer.grid_level
+            if "generation_id" in layer.columns
             else sql.SQL("")
         )
         parts.append(

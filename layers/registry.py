@@ -20,6 +20,7 @@ class Layer:
     geometry: str
     columns: tuple[str, ...]
     grid_level: bool = False
+    derived: bool = False  # computed by gridgov from the other layers (read-only)
 
     @property
     def table(self) -> str:
