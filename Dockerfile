@@ -25,11 +25,13 @@ RUN pip install --no-cache-dir --no-deps .
 
 COPY docker/entrypoint.sh /usr/local/bin/gridgov-entrypoint
 RUN chmod 0755 /usr/local/bin/gridgov-entrypoint \
-    && useradd --system --create-home --uid 10001 --user-group gridgov
+    && useradd --system --create-home --uid 10001 --user-group gridgov \
+    && install -d -o gridgov -g gridgov /var/lib/gridgov
 
 USER gridgov
 
-ENV GRIDGOV_ENV=production HOST=0.0.0.0 PORT=8000
+# jobs of the OGC processes, the surface model: writable, and a volume in compose
+ENV GRIDGOV_ENV=production HOST=0.0.0.0 PORT=8000 GRIDGOV_DATA_DIR=/var/lib/gridgov
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import problems, routes_locate
+from api.ogc import mount as mount_ogc
 from api.settings import Settings
 from layers import db, queries
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            app.state.ogc.close()
             await pool.close()
 
     app = FastAPI(
@@ -54,6 +56,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
     app.include_router(routes_locate.router)
+    app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
 
     async def summaries(request: Request) -> dict[str, Any]:
         pool: AsyncConnectionPool = request.app.state.pool

@@ -40,9 +40,14 @@ WITH gen AS (
     SELECT id FROM grid_generations
     WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
 ), pt AS (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4490) AS g)
-SELECT m.code, m.name, ST_Distance(m.geom::geography, pt.g::geography)
-FROM gen CROSS JOIN pt JOIN micro_grids m ON m.generation_id = gen.id
-ORDER BY m.geom <-> pt.g, m.code
+SELECT k.code, k.name, ST_Distance(k.geom::geography, pt.g::geography) AS dist
+FROM pt CROSS JOIN LATERAL (
+    -- a few nearest by the index (planar degrees), then ranked by true metres
+    SELECT m.code, m.name, m.geom FROM gen JOIN micro_grids m ON m.generation_id = gen.id
+    ORDER BY m.geom <-> pt.g
+    LIMIT 4
+) k
+ORDER BY dist, k.code
 LIMIT 1
 """
 

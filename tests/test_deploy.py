@@ -134,3 +134,15 @@ def test_entrypoint_migrates_then_execs() -> None:
     assert "gridgov db up" in lines
     assert lines[-1] == 'exec "$@"'
     assert lines.index("gridgov db up") < lines.index('exec "$@"')
+
+
+def test_server_data_dir_is_a_writable_volume(
+    services: dict[str, Any], dockerfile: list[tuple[str, str]]
+) -> None:
+    """OGC process jobs and the surface model live in GRIDGOV_DATA_DIR: it must persist."""
+    mounts = [v.split(":") for v in services["server"]["volumes"]]
+    envs = " ".join(arg for op, arg in dockerfile if op == "ENV")
+    assert "GRIDGOV_DATA_DIR=/var/lib/gridgov" in envs
+    assert ["gridgov-data", "/var/lib/gridgov"] in [m[:2] for m in mounts]
+    runs = " ".join(arg for op, arg in dockerfile if op == "RUN")
+    assert "install -d -o gridgov -g gridgov /var/lib/gridgov" in runs
