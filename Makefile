@@ -7,13 +7,14 @@ VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
 export HOST PORT
 
-.PHONY: help deps os-deps py-deps run serve db test lint stop reset-db clean
+.PHONY: help deps os-deps py-deps run serve db test lint bench stop reset-db clean
 
 help:
 	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT)"
@@ -21,6 +22,7 @@ help:
 	@echo "make stop      stop the project's local PostgreSQL cluster"
 	@echo "make reset-db  drop the local database and seed the demo town again"
 	@echo "make lint      ruff and the import-direction contracts"
+	@echo "make bench     /locate throughput next to the same SQL from psycopg (a throwaway cluster, ~2 min)"
 
 deps: os-deps py-deps
 
@@ -59,8 +61,11 @@ test: deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: py-deps
-	$(BIN)/ruff check gis layers tiles api seed_data tests
+	$(BIN)/ruff check gis layers tiles api seed_data bench tests
 	$(BIN)/lint-imports
+
+bench: deps
+	$(BIN)/python -m bench.locate $(BENCH_ARGS)
 
 stop: py-deps
 	$(BIN)/gridgov db stop

@@ -31,7 +31,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             open=False,
-            kwargs={"application_name": "gridgov", "options": db.SESSION_OPTIONS},
+            # autocommit: a read is one round trip, not BEGIN/statement/COMMIT; a route
+            # that writes opens its own `conn.transaction()`
+            kwargs={"application_name": "gridgov", "options": db.SESSION_OPTIONS,
+                    "autocommit": True},
         )
         await pool.open(wait=False)
         app.state.pool = pool

@@ -36,7 +36,7 @@ def libpq_url(url: str) -> str:
 
 
 # Every session: no JIT.  PostgreSQL's JIT compiles the batch lookups' plans for ~0.6 s
-# each (measured on the 5,000-point /locate statement, which then runs in 0.1 s).
+# each (measured on the 5,000-point /locate statement, which then runs in 0.2 s).
 SESSION_OPTIONS = "-c jit=off"
 
 

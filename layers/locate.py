@@ -16,7 +16,7 @@ from layers.errors import NotFound
 
 AConn = psycopg.AsyncConnection[Any]
 
-_LOCATE = """
+LOCATE_SQL = """
 WITH gen AS (
     SELECT id, name, valid_from, valid_to FROM grid_generations
     WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
@@ -35,7 +35,7 @@ ORDER BY m.code
 LIMIT 1
 """
 
-_NEAREST = """
+NEAREST_SQL = """
 WITH gen AS (
     SELECT id FROM grid_generations
     WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
@@ -59,7 +59,7 @@ async def locate(conn: AConn, lon: float, lat: float, at: dt.date) -> dict[str, 
     the nearest micro-grid and the distance to it in metres.
     """
     params = {"lon": lon, "lat": lat, "at": at}
-    cur = await conn.execute(_LOCATE, params)
+    cur = await conn.execute(LOCATE_SQL, params)
     row = await cur.fetchone()
     if row is not None:
         return {
@@ -74,7 +74,7 @@ async def locate(conn: AConn, lon: float, lat: float, at: dt.date) -> dict[str, 
             },
             "worker": {"name": row[10]} if row[10] else None,
         }
-    cur = await conn.execute(_NEAREST, params)
+    cur = await conn.execute(NEAREST_SQL, params)
     near = await cur.fetchone()
     if near is None:
         raise NotFound(f"no grid generation is valid on {at.isoformat()}")
@@ -96,12 +96,12 @@ only for points outside the territory (then ``micro_grid_code`` is None)."""
 
 CHUNK = 5_000
 
-_GENERATION = """
+GENERATION_SQL = """
 SELECT id, name, valid_from, valid_to FROM grid_generations
 WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
 """
 
-_BATCH = """
+BATCH_SQL = """
 WITH pts AS (
     SELECT t.i, ST_SetSRID(ST_MakePoint(t.x, t.y), 4490) AS g
     FROM unnest(%(xs)s::float8[], %(ys)s::float8[]) WITH ORDINALITY AS t(x, y, i)
@@ -151,7 +151,7 @@ def _generation(row: tuple[Any, ...] | None, at: dt.date) -> dict[str, Any]:
 
 async def generation_at(conn: AConn, at: dt.date) -> dict[str, Any]:
     """The grid generation valid on ``at``; :class:`NotFound` when none is."""
-    cur = await conn.execute(_GENERATION, {"at": at})
+    cur = await conn.execute(GENERATION_SQL, {"at": at})
     return _generation(await cur.fetchone(), at)
 
 
@@ -176,7 +176,7 @@ async def locate_many(
     them out while the next chunk is computed.
     """
     for xs, ys in _chunks(lons, lats, chunk):
-        cur = await conn.execute(_BATCH, {"xs": xs, "ys": ys, "gen": generation["id"], "at": at})
+        cur = await conn.execute(BATCH_SQL, {"xs": xs, "ys": ys, "gen": generation["id"], "at": at})
         yield await cur.fetchall()
 
 
@@ -188,9 +188,9 @@ def locate_many_sync(
     chunk: int = CHUNK,
 ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
     """:func:`locate_many` for blocking callers (processes, notebooks): all answers at once."""
-    generation = _generation(conn.execute(_GENERATION, {"at": at}).fetchone(), at)
+    generation = _generation(conn.execute(GENERATION_SQL, {"at": at}).fetchone(), at)
     rows: list[tuple[Any, ...]] = []
     for xs, ys in _chunks(lons, lats, chunk):
         params = {"xs": xs, "ys": ys, "gen": generation["id"], "at": at}
-        rows += conn.execute(_BATCH, params).fetchall()
+        rows += conn.execute(BATCH_SQL, params).fetchall()
     return generation, rows
