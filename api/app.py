@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api import problems, routes_locate
+from api import auth, problems, routes_locate
 from api.ogc import mount as mount_ogc
+from api.ogc import transactions
 from api.settings import Settings
 from layers import db, queries
 
@@ -59,6 +60,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
     app.include_router(routes_locate.router)
+    auth.install(app)
+    app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
 
     async def summaries(request: Request) -> dict[str, Any]:

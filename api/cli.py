@@ -263,6 +263,56 @@ def serve(
     uvicorn.run(create_app(s, database.url), host=host, port=port, log_level="info")
 
 
+token_app = typer.Typer(help="Bearer tokens for writes (OGC API Part 4).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who holds it (a person or a system).")],
+    role: Annotated[str, typer.Option(help="officer or admin.")] = "officer",
+) -> None:
+    """Make a token and print it once (only its SHA-256 is stored)."""
+    from layers.auth import create_token
+
+    database = ensure_database(settings(), say=lambda _m: None)
+    try:
+        with db.connect(database.url) as conn:
+            token = create_token(conn, name, role)
+            conn.commit()
+    except LayersError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="Holder of the token.")]) -> None:
+    """Revoke the active token of NAME."""
+    from layers.auth import revoke_token
+
+    database = ensure_database(settings(), say=lambda _m: None)
+    try:
+        with db.connect(database.url) as conn:
+            revoke_token(conn, name)
+            conn.commit()
+    except LayersError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"revoked the token of {name}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token: holder, role, created, revoked."""
+    from layers.auth import list_tokens
+
+    database = ensure_database(settings(), say=lambda _m: None)
+    with db.connect(database.url) as conn:
+        for name, role, created, revoked in list_tokens(conn):
+            state = f"revoked {revoked}" if revoked else "active"
+            typer.echo(f"{name}\t{role}\t{created}\t{state}")
+
+
 def _register_subcommands() -> None:
     from api import cli_grid
 

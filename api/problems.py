@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.locate_io import TooMany
 from gis.errors import CRSError, GisError
+from layers.edits import Forbidden
 from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError, NotFound
 
 log = logging.getLogger("gridgov.api")
@@ -24,6 +25,7 @@ STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotFound, 404, "Not found"),
     (ImportRefused, 422, "Import refused"),
     (TooMany, 413, "Payload too large"),
+    (Forbidden, 405, "Method not allowed"),
     (InvalidInput, 400, "Invalid input"),
     (CRSError, 400, "Unsupported coordinate reference system"),
     (GisError, 400, "Invalid spatial input"),

@@ -170,3 +170,55 @@ def _first_bad(bad: npt.NDArray[np.bool_], message: str) -> None:
     if bad.any():
         i = int(np.argmax(bad))
         raise GisError(f"point {i}: {message}", index=i)
+
+
+@lru_cache(maxsize=64)
+def north_first(epsg: int) -> bool:
+    """True when the EPSG definition orders coordinates northing/latitude first.
+
+    OGC API Features Part 2 sends coordinates in the CRS's own axis order (CRS84 aside),
+    so such coordinates must be swapped to and from our x/y.
+
+    >>> north_first(4490), north_first(4548), north_first(3857)
+    (True, True, False)
+    """
+    try:
+        axes = pyproj.CRS.from_epsg(epsg).axis_info
+    except pyproj.exceptions.CRSError as exc:
+        raise CRSError(f"EPSG:{epsg} is not a known CRS") from exc
+    return bool(axes) and axes[0].direction.lower() == "north"
+
+
+CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
+OGC_EPSG = (4490, 4326, 3857, 4548)
+"""EPSG codes the OGC API offers besides CRS84 (Features Part 2)."""
+
+
+def ogc_crs(uri: str) -> tuple[int, bool]:
+    """(SRID, swap) for an OGC CRS URI, ``[EPSG:n]`` safe CURIE or ``EPSG:n``.
+
+    ``swap`` is True when coordinates come in the CRS's north-first axis order and must
+    be flipped to x/y.  CRS84 is EPSG:4326 in lon/lat order.
+
+    >>> ogc_crs("http://www.opengis.net/def/crs/OGC/1.3/CRS84")
+    (4326, False)
+    >>> ogc_crs("<http://www.opengis.net/def/crs/EPSG/0/4548>")
+    (4548, True)
+    >>> ogc_crs("[EPSG:3857]")
+    (3857, False)
+    """
+    key = uri.strip().strip("<>[]").strip()
+    if key.upper() in ("CRS84", "OGC:CRS84") or key.rstrip("/") in (
+        CRS84_URI, CRS84_URI.replace("http://", "https://")
+    ):
+        return 4326, False
+    for prefix in ("http://www.opengis.net/def/crs/EPSG/0/",
+                   "https://www.opengis.net/def/crs/EPSG/0/", "EPSG:", "epsg:"):
+        if key.startswith(prefix) and key[len(prefix):].isdigit():
+            code = int(key[len(prefix):])
+            if code in OGC_EPSG:
+                return code, north_first(code)
+            break
+    offered = ", ".join([CRS84_URI] + [EPSG_URI.format(c) for c in OGC_EPSG])
+    raise CRSError(f"unsupported crs {uri!r}; this server offers {offered}")

@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -355,6 +356,29 @@ class MicroGridCoverage(Base):
             name="fractions",
         ),
         gist("micro_grid_coverage"),
+    )
+
+
+# -- who may write -----------------------------------------------------------------------
+
+
+class ApiToken(Base):
+    """A bearer token (only its SHA-256 is kept) with a role: officer or admin."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (
+        CheckConstraint("role IN ('officer', 'admin')", name="role"),
+        CheckConstraint("length(token_sha256) = 32", name="sha256"),
+        Index("uq_api_tokens_name_active", "name", unique=True,
+              postgresql_where=text("revoked_at IS NULL")),
     )
 
 

@@ -21,6 +21,10 @@ class Layer:
     columns: tuple[str, ...]
     grid_level: bool = False
     derived: bool = False  # computed by gridgov from the other layers (read-only)
+    # OGC API Features Part 4: columns an officer may set, and whether features may be
+    # created, replaced (geometry included) and deleted, or only those columns updated
+    editable: tuple[str, ...] = ()
+    creatable: bool = False
 
     @property
     def table(self) -> str:
@@ -39,14 +43,17 @@ _LAYERS = (
     Layer("roads", "Roads", "道路", "Road centre lines.", "LineString",
           ("name", "road_class", "width_m")),
     Layer("buildings", "Buildings", "建筑", "Building footprints with height, floors and use.",
-          "MultiPolygon", ("code", "name", "use", "height_m", "floors", "built_year")),
+          "MultiPolygon", ("code", "name", "use", "height_m", "floors", "built_year"),
+          editable=("code", "name", "use", "height_m", "floors", "built_year"), creatable=True),
     Layer("parcels", "Parcels", "地块", "Land parcels: GB/T 21010 land-use class, approved use "
           "and construction permit.", "MultiPolygon",
           ("code", "land_use", "land_use_name", "approved_use", "permit_status", "permit_no",
-           "area_m2")),
+           "area_m2"), editable=("approved_use", "permit_status", "permit_no")),
     Layer("cameras", "Cameras", "视频监控", "Video cameras: kind, heading, field of view, range.",
           "Point", ("code", "name", "kind", "heading_deg", "fov_deg", "range_m",
-                    "mount_height_m", "high_point_id")),
+                    "mount_height_m", "high_point_id"),
+          editable=("code", "name", "kind", "heading_deg", "fov_deg", "range_m",
+                    "mount_height_m", "high_point_id"), creatable=True),
     Layer("high_points", "High points", "高空之眼", "High-mounted cameras watching a radius.",
           "Point", ("code", "name", "mount_height_m", "radius_m")),
     Layer("sensors", "Sensors", "感知设备", "Air-quality stations, smart manhole covers, water "
