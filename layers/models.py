@@ -334,8 +334,9 @@ class MicroGridCoverage(Base):
     """How much of each micro-grid the high points and cameras see; the rest as geometry."""
 
     __tablename__ = "micro_grid_coverage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     micro_grid_id: Mapped[int] = mapped_column(
-        ForeignKey("micro_grids.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("micro_grids.id", ondelete="CASCADE"), unique=True
     )
     generation_id: Mapped[int] = mapped_column(ForeignKey("grid_generations.id"), index=True)
     code: Mapped[str] = mapped_column(String(15))

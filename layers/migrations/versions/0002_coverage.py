@@ -14,9 +14,11 @@ depends_on = None
 
 DDL = """
 CREATE TABLE micro_grid_coverage (
-    micro_grid_id integer CONSTRAINT pk_micro_grid_coverage PRIMARY KEY
+    id serial CONSTRAINT pk_micro_grid_coverage PRIMARY KEY,
+    micro_grid_id integer NOT NULL
         CONSTRAINT fk_micro_grid_coverage_micro_grid_id REFERENCES micro_grids (id)
-        ON DELETE CASCADE,
+        ON DELETE CASCADE
+        CONSTRAINT uq_micro_grid_coverage_micro_grid_id UNIQUE,
     generation_id integer NOT NULL
         CONSTRAINT fk_micro_grid_coverage_generation_id REFERENCES grid_generations (id),
     code varchar(15) NOT NULL,
