@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv
+OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 

@@ -18,6 +18,7 @@ manager's own pool (:mod:`api.ogc.jobs`).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -32,11 +33,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.ogc import tiles as ogc_tiles
+from api.ogc import transactions
 from api.settings import Settings
 
 if TYPE_CHECKING:
     from api.ogc.jobs import GridgovManager
     from api.ogc.processes import GridgovProcessor
+
+log = logging.getLogger("gridgov.ogc")
 
 JOB_WORKERS = 2  # asynchronous jobs running at once; more wait as "accepted"
 BASES_KEPT = 8  # API objects kept when links follow each request's base URL
@@ -63,8 +68,11 @@ class OgcService:
 
         from api.ogc.jobs import JobRuntime
         from api.ogc.processes import ProcessContext
+        from api.ogc.provider import Source, register
 
         self.public_url = settings.public_url.rstrip("/") if settings.public_url else None
+        self.source = Source(database_url)  # the collections' database, for the provider
+        self.source_token = register(self.source)
         self.jobs_dir = settings.data_dir.resolve() / "jobs" / _database_name(database_url)
         self._processes = dict(processes)
         self._apis: OrderedDict[str, Any] = OrderedDict()
@@ -81,7 +89,19 @@ class OgcService:
     def config(self, root: str) -> dict[str, Any]:
         from api.ogc.config import pygeoapi_config
 
-        return pygeoapi_config(root, self.jobs_dir, self._processes)
+        return pygeoapi_config(root, self.jobs_dir, self._processes, self.catalog(),
+                               self.source_token)
+
+    def catalog(self) -> Mapping[str, Any] | None:
+        """The published layers as the database describes them; None while it is down
+        (the collections are then left out, and looked for again on the next call)."""
+        from layers.errors import DatabaseNotReady
+
+        try:
+            return self.source.catalog()
+        except DatabaseNotReady as exc:
+            log.warning("OGC collections unpublished for now: %s", exc)
+            return None
 
     def root_url(self, request: Request) -> str:
         return self.public_url or str(request.base_url).rstrip("/")
@@ -95,12 +115,16 @@ class OgcService:
             if root in self._apis:
                 self._apis.move_to_end(root)
                 return self._apis[root]
+        complete = self.catalog() is not None
         openapi = get_oas(self.config(root))  # ~40 ms: once per base URL
+        _declare_limit(openapi)
         api = API(self.config(root), openapi)
         api.manager = self.manager  # one job manager, whatever the base URL
         # pygeoapi 0.21 renders the TileMatrixSets pages with the whole configuration as
         # template settings (api/tiles.py), so it would miss our templates and load CDNs
         api.tpl_config["path"] = api.config["server"]["templates"]["path"]
+        if not complete:
+            return api  # built again once the database answers
         with self._lock:
             self._apis[root] = api
             while len(self._apis) > BASES_KEPT:
@@ -124,7 +148,11 @@ class OgcService:
         return _response(headers, status, content)
 
     def close(self) -> None:
+        from api.ogc.provider import unregister
+
         self.manager.close()
+        unregister(self.source_token)
+        self.source.close()
 
 
 def mount(app: FastAPI, settings: Settings, database_url: str,
@@ -137,16 +165,19 @@ def mount(app: FastAPI, settings: Settings, database_url: str,
 
     service = OgcService(settings, database_url, PROCESSES if processes is None else processes)
     _routes(app, service)
+    app.include_router(ogc_tiles.router(service))  # OGC API Tiles: ours
     return service
 
 
 def _routes(app: FastAPI, service: OgcService) -> None:
     import pygeoapi.api as core
+    import pygeoapi.api.itemtypes as itemtypes
     import pygeoapi.api.processes as procs
     import pygeoapi.api.tiles as tiles
     from starlette.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path
 
+    from api.ogc import features
     from api.ogc.config import STATIC
 
     def view(fn: Callable[..., Answer], *params: str
@@ -168,6 +199,11 @@ def _routes(app: FastAPI, service: OgcService) -> None:
 
     get = ["GET"]
     table: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
+        *features.routes(service),  # items and item: our engine first (see features.py)
+        ("/ogc/collections/{collection_id}/queryables",
+         view(itemtypes.get_collection_queryables, "collection_id"), get),
+        ("/ogc/collections/{collection_id}/schema",
+         view(core.get_collection_schema, "collection_id"), get),
         ("/ogc", view(core.landing_page), get),
         ("/ogc/", view(core.landing_page), get),
         ("/ogc/openapi", view(core.openapi_), get),
@@ -289,10 +325,14 @@ def conformance(api: Any, request: Any) -> Answer:
             kind = provider["type"]
             if kind in apis:
                 classes |= set(apis[kind].CONFORMANCE_CLASSES)
-            if kind == "feature":
-                classes |= set(apis["itemtypes"].CONFORMANCE_CLASSES_FEATURES)
+            if kind == "feature":  # ours, not pygeoapi's list (which claims Part 4)
+                from api.ogc.features import CONFORMANCE_CLASSES as FEATURE_CLASSES
+
+                classes |= set(FEATURE_CLASSES)
             if kind == "record":
                 classes |= set(apis["itemtypes"].CONFORMANCE_CLASSES_RECORDS)
+    classes |= set(ogc_tiles.CONFORMANCE)  # served by api/ogc/tiles.py
+    classes |= set(transactions.CONFORMANCE)  # Part 4: api/ogc/transactions.py
     body = {"conformsTo": sorted(classes)}
     headers = request.get_response_headers(**api.api_headers)
     if request.format == F_HTML:
@@ -314,3 +354,24 @@ def _database_name(url: str) -> str:
     """A file-system-safe name for the database ``url`` points at (its jobs live apart)."""
     name = urlsplit(url).path.lstrip("/") or "default"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _declare_limit(openapi: dict[str, Any]) -> None:
+    """``limit`` as a shared parameter with its maximum, where QGIS 3.22 looks for it.
+
+    QGIS's OAPIF provider reads the page size only from ``components.parameters.limit``;
+    pygeoapi writes ``limit`` inside each items path, so QGIS fell back to 100 per page.
+    """
+    from layers.features import DEFAULT_LIMIT, MAX_LIMIT
+
+    openapi.setdefault("components", {}).setdefault("parameters", {})["limit"] = {
+        "name": "limit",
+        "in": "query",
+        "description": f"Features per page, at most {MAX_LIMIT:,} (more is read as the "
+                       "maximum); follow the next link for the rest.",
+        "required": False,
+        "style": "form",
+        "explode": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                   "default": DEFAULT_LIMIT},
+    }

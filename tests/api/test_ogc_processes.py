@@ -38,6 +38,7 @@ from api.settings import Settings
 from gis.chinacrs import wgs84_to_gcj02
 from layers.cluster import free_port
 from layers.errors import InvalidInput
+from layers.registry import LAYERS
 
 PROCESSES_CORE = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core"
 EXECUTE = "/ogc/processes/locate/execution"
@@ -151,8 +152,8 @@ def test_openapi_and_collections(client: TestClient) -> None:
     assert doc["servers"][0]["url"] == "http://testserver/ogc"
     assert "/processes/locate/execution" in doc["paths"]
     collections = client.get("/ogc/collections").json()
-    assert collections["collections"] == []  # published by the collections issue
-    r = client.get("/ogc/collections/micro_grids")
+    assert [c["id"] for c in collections["collections"]] == list(LAYERS)
+    r = client.get("/ogc/collections/nope")
     assert r.status_code == 404 and r.json()["code"] == "NotFound"
 
 
