@@ -163,6 +163,9 @@ def mount(app: FastAPI, settings: Settings, database_url: str,
     """
     from api.ogc.processes import PROCESSES
 
+    # pygeoapi 0.21 tries every key of a collection's configuration as a locale when it
+    # renders HTML and warns for each (hundreds of lines per page): keep its errors only
+    logging.getLogger("pygeoapi.l10n").setLevel(logging.ERROR)
     service = OgcService(settings, database_url, PROCESSES if processes is None else processes)
     _routes(app, service)
     app.include_router(ogc_tiles.router(service))  # OGC API Tiles: ours

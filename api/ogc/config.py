@@ -59,7 +59,8 @@ def pygeoapi_config(
     """
     root = root_url.rstrip("/")
     resources: dict[str, Any] = {
-        name: collection_resource(coll, source) for name, coll in (collections or {}).items()
+        name: collection_resource(coll, source, root)
+        for name, coll in (collections or {}).items()
     }
     resources.update({
         pid: {"type": "process", "processor": {"name": dotted(cls)}}
@@ -110,8 +111,11 @@ def pygeoapi_config(
     }
 
 
-def collection_resource(coll: Collection, source: str) -> dict[str, Any]:
-    """One registry layer as a pygeoapi collection with our provider."""
+TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+
+
+def collection_resource(coll: Collection, source: str, root: str = "") -> dict[str, Any]:
+    """One registry layer as a pygeoapi collection with our provider (and our tiles)."""
     layer = coll.layer
     columns = layer.columns
     title_field = ("name" if "name" in columns and "name" not in coll.nullable
@@ -147,6 +151,9 @@ def collection_resource(coll: Collection, source: str) -> dict[str, Any]:
         "keywords": {"en": keywords_en, "zh": [layer.title_zh, "网格化治理"]},
         "extents": extents,
         "limits": dict(LIMITS),
+        "links": [{"type": "application/json", "rel": TILESETS_VECTOR,
+                   "title": "Vector tiles (MVT, WebMercatorQuad)",
+                   "href": f"{root}/ogc/collections/{layer.name}/tiles"}] if root else [],
         "providers": [provider],
     }
 

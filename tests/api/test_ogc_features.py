@@ -563,3 +563,14 @@ def test_a_limit_over_the_maximum_is_read_as_the_maximum(client: TestClient) -> 
     more = client.get(href).json()
     assert more["numberReturned"] == 10_000
     assert {f["id"] for f in more["features"]}.isdisjoint(f["id"] for f in page["features"])
+
+
+def test_every_collection_links_its_vector_tiles(client: TestClient) -> None:
+    """GDAL's OGC API driver and the geodata-tilesets class find tiles by this link."""
+    rel = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+    for coll in client.get("/ogc/collections").json()["collections"]:
+        doc = client.get(f"/ogc/collections/{coll['id']}").json()
+        hrefs = [link["href"] for link in doc["links"] if link["rel"] == rel]
+        assert hrefs == [f"http://testserver/ogc/collections/{coll['id']}/tiles"], coll["id"]
+        tilesets = client.get(hrefs[0]).json()
+        assert tilesets["tilesets"][0]["tileMatrixSetURI"].endswith("WebMercatorQuad")
