@@ -195,21 +195,50 @@ def serve(
         factory = f"{factory.__module__}:{factory.__qualname__}"
     port = free_port()
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, factory, str(port), json.dumps(args)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
+    argv = [sys.executable, "-c", _CHILD, factory, str(port), json.dumps(args)]
+    with launch(argv, port, ready=ready, timeout=timeout, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": path}) as server:
+        yield server
+
+
+@contextmanager
+def launch(
+    argv: Sequence[str],
+    port: int,
+    *,
+    ready: str,
+    timeout: float = 60.0,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[Server]:
+    """Start the server process ``argv`` (which listens on 127.0.0.1:``port``), yield it
+    once ``ready`` answers 200, stop it on exit.  With ``log``, its output goes to that
+    file (whose end is quoted when it fails to start) instead of this process's."""
+    out = log.open("ab") if log is not None else None
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=None if env is None else dict(env),
+                            stdout=out, stderr=subprocess.STDOUT if out else None)
     server = Server(f"http://127.0.0.1:{port}", proc.pid)
+
+    def failed(why: str) -> BenchError:
+        tail = ""
+        if log is not None and log.exists():
+            tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        return BenchError(f"{why}{tail}")
+
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise BenchError(f"the server exited with code {proc.returncode} at start-up")
+                raise failed(f"{argv[0]}: the server exited with code {proc.returncode} "
+                             "at start-up")
             try:
                 if httpx.get(server.url + ready, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise BenchError(f"the server did not answer {ready} within {timeout:.0f} s")
+                raise failed(f"the server did not answer {ready} within {timeout:.0f} s")
             time.sleep(0.1)
         yield server
     finally:
@@ -219,6 +248,8 @@ def serve(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if out is not None:
+            out.close()
 
 
 # -- clients -------------------------------------------------------------------------------
