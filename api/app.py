@@ -82,6 +82,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             {"rel": "service-doc", "href": f"{base}/docs", "title": "API documentation"},
             {"rel": "locate", "href": f"{base}/locate?lon={{lon}}&lat={{lat}}",
              "title": "Which grid owns a point", "templated": True},
+            {"rel": "nearby", "href": f"{base}/nearby?lon={{lon}}&lat={{lat}}&radius={{radius}}",
+             "title": "What lies within a radius", "templated": True},
+            {"rel": "data", "href": f"{base}/ogc", "type": "application/json",
+             "title": "OGC API (Features, Tiles, Processes) for QGIS and GDAL"},
             {"rel": "status", "href": f"{base}/healthz", "title": "Process alive"},
             {"rel": "status", "href": f"{base}/readyz", "title": "Database ready"},
         ]

@@ -189,30 +189,26 @@ def _query_string(params: Sequence[tuple[str, str]]) -> str:
     return urlencode(list(params))
 
 
-def ours_target(case: Case, q: Query) -> str:
+def _target(base: str, case: Case, q: Query, yx: bool) -> str:
+    """The path of ``q`` on a server whose collection is at ``base``; ``yx``: tiles in
+    the OGC order z/y/x (ours) rather than z/x/y (tipg)."""
     if case.kind == "floor":
         return "/healthz"
-    base = f"/ogc/collections/{COLLECTION}"
     if case.kind == "items":
         extra = [("filter-lang", "cql2-text")] if any(k == "filter" for k, _ in q.params) else []
         return f"{base}/items?{_query_string([*q.params, *extra])}"
     if case.kind == "item":
         return f"{base}/items/{q.fid}"
     z, x, y = q.tile
-    return f"{base}/tiles/{TMS}/{z}/{y}/{x}"
+    return f"{base}/tiles/{TMS}/{z}/{y}/{x}" if yx else f"{base}/tiles/{TMS}/{z}/{x}/{y}"
+
+
+def ours_target(case: Case, q: Query) -> str:
+    return _target(f"/ogc/collections/{COLLECTION}", case, q, yx=True)
 
 
 def tipg_target(case: Case, q: Query) -> str:
-    if case.kind == "floor":
-        return "/healthz"
-    base = f"/collections/public.{COLLECTION}"
-    if case.kind == "items":
-        extra = [("filter-lang", "cql2-text")] if any(k == "filter" for k, _ in q.params) else []
-        return f"{base}/items?{_query_string([*q.params, *extra])}"
-    if case.kind == "item":
-        return f"{base}/items/{q.fid}"
-    z, x, y = q.tile
-    return f"{base}/tiles/{TMS}/{z}/{x}/{y}"  # tipg's order: z/x/y
+    return _target(f"/collections/public.{COLLECTION}", case, q, yx=False)
 
 
 def pygeoapi_target(case: Case, q: Query) -> str:

@@ -45,7 +45,9 @@ def test_landing_page_lists_every_layer_with_counts(client: TestClient, db_url: 
     assert 117.8 < x0 < x1 < 118.3 and 36.6 < y0 < y1 < 37.0
     assert body["generation"]["valid_from"] == "2023-04-01"
     rels = {link["rel"] for link in body["links"]}
-    assert {"self", "service-desc", "service-doc"} <= rels
+    assert {"self", "service-desc", "service-doc", "locate", "nearby", "data"} <= rels
+    ogc = next(link["href"] for link in body["links"] if link["rel"] == "data")
+    assert client.get(ogc).status_code == 200
 
 
 def test_landing_page_in_a_browser_is_html(client: TestClient) -> None:
