@@ -58,6 +58,12 @@ _LAYERS = (
           "Point", ("code", "name", "mount_height_m", "radius_m")),
     Layer("sensors", "Sensors", "感知设备", "Air-quality stations, smart manhole covers, water "
           "level gauges.", "Point", ("code", "name", "kind", "installed_on")),
+    Layer("micro_grid_coverage", "Micro-grid coverage", "网格视频覆盖", "What the high points "
+          "and street cameras see of each micro-grid (shares of its area: within a high "
+          "point's range ring, seen by a high point over the surface model, seen by a street "
+          "camera, seen by either); the geometry is the part nobody sees.", "MultiPolygon",
+          ("code", "high_point_ring_fraction", "high_point_visible_fraction", "camera_fraction",
+           "covered_fraction", "surface_model", "computed_at", "generation_id"), derived=True),
 )
 
 LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})

@@ -50,6 +50,13 @@ def template_db(cluster: LocalCluster, admin_url: str) -> str:
     url = cluster.url(TEMPLATE, user=ROLE)
     db.migrate(url)
     seed_town(url, seed=2023)
+    # the demo town's coverage (range rings and camera sectors; no surface model here,
+    # line of sight has its own tests), so micro_grid_coverage is published with data
+    from layers.coverage import compute, store
+
+    with db.connect(url) as conn:
+        store(conn, compute(conn, None))
+        conn.commit()
     return TEMPLATE
 
 

@@ -104,7 +104,9 @@ def test_every_registry_layer_is_a_collection(client: TestClient,
         assert {"items", "http://www.opengis.net/def/rel/ogc/1.0/queryables"} <= rels
         assert client.get(f"/ogc/collections/{coll['id']}").json()["id"] == coll["id"]
         temporal = coll["extent"].get("temporal")
-        assert (temporal is not None) == (layer.grid_level or layer.name == "sensors")
+        # in time: the grid levels and coverage by generation, sensors by installation
+        assert (temporal is not None) == ("generation_id" in layer.columns
+                                          or layer.name == "sensors")
     sensors = next(c for c in listing if c["id"] == "sensors")
     first, last = conn.execute("SELECT min(installed_on), max(installed_on) FROM sensors"
                                ).fetchone()
@@ -574,3 +576,18 @@ def test_every_collection_links_its_vector_tiles(client: TestClient) -> None:
         assert hrefs == [f"http://testserver/ogc/collections/{coll['id']}/tiles"], coll["id"]
         tilesets = client.get(hrefs[0]).json()
         assert tilesets["tilesets"][0]["tileMatrixSetURI"].endswith("WebMercatorQuad")
+
+
+def test_coverage_is_a_collection_an_officer_can_colour_by(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    """micro_grid_coverage: one feature per micro-grid, blind spots as geometry."""
+    page = items(client, "micro_grid_coverage", limit=1000, sortby="covered_fraction")
+    assert page["numberMatched"] == page["numberReturned"] == 321
+    shares = [f["properties"]["covered_fraction"] for f in page["features"]]
+    assert shares == sorted(shares) and 0 <= shares[0] < shares[-1] <= 1
+    worst = page["features"][0]
+    assert worst["geometry"]["type"] == "MultiPolygon"  # the part nobody sees
+    (code,) = conn.execute("SELECT code FROM micro_grid_coverage "
+                           "ORDER BY covered_fraction, id LIMIT 1").fetchone()
+    assert worst["properties"]["code"] == code

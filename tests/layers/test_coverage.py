@@ -153,16 +153,20 @@ def test_cli_dry_run_then_store_with_progress(env_for: dict, fresh_db_url: str) 
     from api.cli import app
 
     runner = CliRunner()
+    stamp = "SELECT count(*), max(computed_at) FROM micro_grid_coverage"
+    with psycopg.connect(fresh_db_url) as conn:
+        before = conn.execute(stamp).fetchone()
     r = runner.invoke(app, ["coverage", "--no-dsm", "--dry-run"], env=env_for)
     assert r.exit_code == 0, r.output
     assert "dry run" in r.output and "seen by a street camera" in r.output
     with psycopg.connect(fresh_db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM micro_grid_coverage").fetchone()[0] == 0
+        assert conn.execute(stamp).fetchone() == before  # nothing written
     r = runner.invoke(app, ["coverage", "--no-dsm"], env=env_for)
     assert r.exit_code == 0 and "stored 321 rows" in r.output
     assert "coverage: 100%" in r.output  # the bar reached its total
     with psycopg.connect(fresh_db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM micro_grid_coverage").fetchone()[0] == 321
+        n, when = conn.execute(stamp).fetchone()
+    assert n == 321 and when > before[1]  # replaced, not added to
 
 
 def test_cli_missing_dsm_is_exit_2(env_for: dict, tmp_path: Path) -> None:
