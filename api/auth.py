@@ -39,6 +39,14 @@ async def principal(request: Request, role: str = "officer") -> Principal:
     return who
 
 
+async def optional_principal(request: Request, role: str = "officer") -> Principal | None:
+    """None when the request carries no token; otherwise as :func:`principal` (a bad
+    token is still a 401, never silently read as anonymous)."""
+    if not request.headers.get("authorization"):
+        return None
+    return await principal(request, role)
+
+
 def install(app: FastAPI) -> None:
     async def unauthenticated(request: Request, exc: Exception) -> JSONResponse:
         r = problem(401, "Unauthorized", str(exc), instance=request.url.path)

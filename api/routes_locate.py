@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import locate_io
+from api.auth import optional_principal
 from gis.crs import INPUT_CRS, to_storage, to_storage_many
 from layers.locate import generation_at, locate, locate_many
 from layers.nearby import MAX_LIMIT, MAX_RADIUS_M, NEARBY_LAYERS, nearby
@@ -23,7 +24,8 @@ router = APIRouter(tags=["spatial answers"])
     summary="Which grid owns this point",
     description=(
         "The micro-grid, community and street that own the point, the grid generation "
-        "used and the worker on duty. `crs` is one of " + ", ".join(INPUT_CRS) + " "
+        "used and the worker on duty (name; the phone too for an officer's bearer token). "
+        "`crs` is one of " + ", ".join(INPUT_CRS) + " "
         "(`gcj02`: WeChat / Amap; `bd09`: Baidu); with a projected CRS `lon`/`lat` are "
         "easting/northing. A point on a boundary shared by several micro-grids belongs "
         "to the one with the lowest code. Outside the territory: 404 naming the nearest "
@@ -40,9 +42,10 @@ async def get_locate(
     at: Annotated[dt.date | None, Query(description="date: the grid valid then")] = None,
 ) -> dict[str, Any]:
     x, y = to_storage(lon, lat, crs)
+    officer = await optional_principal(request, "officer")
     pool: AsyncConnectionPool = request.app.state.pool
     async with pool.connection() as conn:
-        answer = await locate(conn, x, y, at or dt.date.today())
+        answer = await locate(conn, x, y, at or dt.date.today(), with_phone=officer is not None)
     return {**answer, "point": {"lon": round(x, 8), "lat": round(y, 8), "crs": "EPSG:4490"},
             "crs": crs}
 

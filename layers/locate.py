@@ -22,7 +22,7 @@ WITH gen AS (
     WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
 ), pt AS (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4490) AS g)
 SELECT m.code, m.name, c.code, c.name, s.code, s.name,
-       gen.id, gen.name, gen.valid_from, gen.valid_to, w.name
+       gen.id, gen.name, gen.valid_from, gen.valid_to, w.name, w.phone
 FROM gen CROSS JOIN pt
 JOIN micro_grid_parts p ON p.generation_id = gen.id AND ST_Intersects(p.geom, pt.g)
 JOIN micro_grids m ON m.id = p.micro_grid_id
@@ -52,11 +52,14 @@ LIMIT 1
 """
 
 
-async def locate(conn: AConn, lon: float, lat: float, at: dt.date) -> dict[str, Any]:
+async def locate(
+    conn: AConn, lon: float, lat: float, at: dt.date, with_phone: bool = False
+) -> dict[str, Any]:
     """The micro-grid, community, street, generation and worker owning (lon, lat) on ``at``.
 
-    ``lon``/``lat`` are EPSG:4490.  Raises :class:`NotFound` outside the territory, with
-    the nearest micro-grid and the distance to it in metres.
+    ``lon``/``lat`` are EPSG:4490.  The worker's phone (personal data) is included only
+    ``with_phone`` (the caller has checked the asker's role).  Raises :class:`NotFound`
+    outside the territory, with the nearest micro-grid and the distance to it in metres.
     """
     params = {"lon": lon, "lat": lat, "at": at}
     cur = await conn.execute(LOCATE_SQL, params)
@@ -72,7 +75,8 @@ async def locate(conn: AConn, lon: float, lat: float, at: dt.date) -> dict[str, 
                 "valid_from": row[8].isoformat(),
                 "valid_to": row[9].isoformat() if row[9] else None,
             },
-            "worker": {"name": row[10]} if row[10] else None,
+            "worker": ({"name": row[10], **({"phone": row[11]} if with_phone else {})}
+                       if row[10] else None),
         }
     cur = await conn.execute(NEAREST_SQL, params)
     near = await cur.fetchone()

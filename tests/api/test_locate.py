@@ -159,3 +159,27 @@ def test_bad_input_is_400_problem(client: TestClient, params: dict) -> None:
     assert r.status_code == 400, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["detail"]
+
+
+def test_an_officer_sees_the_workers_phone_and_nobody_else(fresh_db_url: str) -> None:
+    from layers import db
+    from layers.auth import create_token
+
+    with db.connect(fresh_db_url) as conn:
+        token = create_token(conn, "网格中心值班员", "officer")
+        conn.commit()
+        lon, lat, code = conn.execute(
+            "SELECT ST_X(p), ST_Y(p), code FROM (SELECT ST_PointOnSurface(geom) p, code "
+            "FROM micro_grids ORDER BY code LIMIT 1) s").fetchone()
+        (phone,) = conn.execute(
+            "SELECT w.phone FROM workers w JOIN worker_assignments a ON a.worker_id = w.id "
+            "WHERE a.micro_grid_code = %s AND a.valid_to IS NULL", (code,)).fetchone()
+    with TestClient(create_app(Settings(env="test"), fresh_db_url)) as c:
+        params = {"lon": lon, "lat": lat}
+        anonymous = c.get("/locate", params=params).json()
+        assert anonymous["micro_grid"]["code"] == code and "phone" not in anonymous["worker"]
+        officer = c.get("/locate", params=params,
+                        headers={"Authorization": f"Bearer {token}"}).json()
+        assert officer["worker"]["phone"] == phone
+        bad = c.get("/locate", params=params, headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401  # a bad token is refused, not read as anonymous
