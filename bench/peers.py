@@ -165,8 +165,8 @@ def pygeoapi_config(database_url: str, server_url: str) -> dict[str, Any]:
             "cors": False,
             "pretty_print": False,
             "limits": {"default_items": 10, "max_items": 10000},
-            "map": {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-                    "attribution": "OpenStreetMap"},
+            # no public tile host: the schema needs the key, the bench needs no map
+            "map": {"url": "", "attribution": ""},
         },
         "logging": {"level": "ERROR"},
         "metadata": {

@@ -388,9 +388,10 @@ def test_literal_geometry_is_transformed_once_even_in_a_generic_plan(conn: Conn)
     args = sql.SQL(", ").join(sql.Literal(v) for v in params.values()).as_string(conn)
     with conn.transaction():
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE cql_generic AS {text}")  # type: ignore[call-overload]
+        conn.execute(sql.SQL("PREPARE cql_generic AS {}").format(sql.SQL(text)))
         try:
-            plan = conn.execute(f"EXPLAIN EXECUTE cql_generic({args})").fetchall()
+            plan = conn.execute(
+                sql.SQL("EXPLAIN EXECUTE cql_generic({})").format(sql.SQL(args))).fetchall()
         finally:
             conn.execute("DEALLOCATE cql_generic")
     lines = "\n".join(row[0] for row in plan)

@@ -13,7 +13,6 @@ import doctest
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -425,13 +424,6 @@ print(json.dumps(out))
 """
 
 
-def qgis_available() -> bool:
-    if not Path(QGIS_PYTHON).exists():
-        return False
-    r = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True)
-    return r.returncode == 0
-
-
 @contextmanager
 def served(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
@@ -466,7 +458,6 @@ def server(db_url: str) -> Iterator[tuple[str, list[str]]]:
         yield base, paths
 
 
-@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed")
 def test_gdal_reads_the_tiles(server: tuple[str, list[str]], client: TestClient,
                               centre: TileId) -> None:
     base, _ = server
@@ -492,7 +483,6 @@ def test_gdal_reads_the_tiles(server: tuple[str, list[str]], client: TestClient,
             assert x0 - pad <= ex0 <= ex1 <= x1 + pad and y0 - pad <= ey0 <= ey1 <= y1 + pad
 
 
-@pytest.mark.skipif(not qgis_available(), reason="python3-qgis is not installed")
 def test_qgis_draws_a_vector_tile_layer_from_the_tilejson(
     server: tuple[str, list[str]], centre: TileId
 ) -> None:
