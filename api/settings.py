@@ -34,6 +34,18 @@ class Settings(BaseSettings):
         "coverage; default <data_dir>/dsm.tif, written with the demo town.",
     )
 
+    intake_limit: int = Field(
+        default=30, ge=1, description="Public intake: reports per client (IP address for "
+        "anonymous reporters, account for residents) per window.")
+    intake_window_s: int = Field(default=600, ge=1, description="Public intake window.")
+    photos_dir_override: Path | None = Field(
+        default=None, alias="GRIDGOV_PHOTOS_DIR",
+        description="Where event photos are stored; default <data_dir>/photos.")
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.photos_dir_override or self.data_dir / "photos"
+
     @property
     def dsm_path(self) -> Path:
         return self.surface_model or self.data_dir / "dsm.tif"

@@ -64,6 +64,14 @@ _LAYERS = (
           "camera, seen by either); the geometry is the part nobody sees.", "MultiPolygon",
           ("code", "high_point_ring_fraction", "high_point_visible_fraction", "camera_fraction",
            "covered_fraction", "surface_model", "computed_at", "generation_id"), derived=True),
+    Layer("events", "Events", "事件", "Urban-management events from report to closure "
+          "(public fields only: the reporter's contact and the workers' phones are never "
+          "published). `state` follows GB/T 30428: reported, registered, dispatched, "
+          "accepted, handled, closed, rejected, rework, suspended, escalated, merged "
+          "(a linked duplicate report).", "Point",
+          ("category_code", "category_name", "state", "source", "micro_grid_code",
+           "department_code", "level", "duplicate_of", "duplicates", "supervised",
+           "rework_count", "satisfaction", "reported_at")),
 )
 
 LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})
