@@ -79,3 +79,38 @@ def events_send(
 
     sent, failed = asyncio.run(run())
     typer.echo(f"{sent} sent, {failed} failed (will be retried)")
+
+
+@events_app.command("score")
+def events_score(
+    start: Annotated[str | None, typer.Option(
+        "--from", help="Period start, ISO date or date-time (default: 30 days back).")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--to", help="Period end (default: now).")] = None,
+) -> None:
+    """Recompute the micro_grid_scores collection (QGIS colours it by grade or score)."""
+    import datetime as dt
+
+    from layers.metrics import refresh_scores
+
+    def when(text: str) -> dt.datetime:
+        try:
+            t = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise fail(f"{text!r} is not an ISO date or date-time") from None
+        return t if t.tzinfo else t.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+    now = dt.datetime.now(dt.UTC)
+    t1 = when(end) if end else now
+    t0 = when(start) if start else t1 - dt.timedelta(days=30)
+    database = ensure_database(settings(), say=lambda _m: None)
+
+    async def run() -> int:
+        async with await db.aconnect(database.url) as conn:
+            return await refresh_scores(conn, t0, t1)
+
+    try:
+        n = asyncio.run(run())
+    except LayersError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"{n} micro-grids scored for {t0.isoformat()} – {t1.isoformat()}")

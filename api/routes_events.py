@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.auth import optional_principal, principal
 from api.settings import Settings
 from gis.crs import INPUT_CRS, to_storage
-from layers import events, guards, photos
+from layers import events, guards, metrics, photos, rules
 from layers.auth import Principal, login
 from layers.errors import InvalidInput, NotAllowed, NotFound
 from layers.models import EVENT_SOURCES, EVENT_STATES
@@ -394,3 +394,75 @@ async def post_login(request: Request, body: LoginIn) -> dict[str, str]:
         async with conn.transaction():
             token = await login(conn, body.name, body.password)
     return {"token": token, "token_type": "bearer"}
+
+
+# -- rules: sensor readings and camera detections -----------------------------------------
+
+
+class ReadingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sensor: str = Field(max_length=50, description="station code")
+    at: dt.datetime
+    pm25: float = Field(ge=0, lt=10000, allow_inf_nan=False, description="µg/m³")
+
+
+class ReadingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    readings: list[ReadingIn] = Field(max_length=rules.MAX_READINGS)
+
+
+class DetectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    camera: str = Field(max_length=50)
+    klass: str = Field(alias="class", description="one of " + ", ".join(rules.DETECTION_CLASSES))
+    confidence: float = Field(ge=0, le=1, allow_inf_nan=False)
+    at: dt.datetime | None = None
+
+
+@router.post("/sensors/readings", tags=["rules"],
+             summary="Sensor readings in; the air-quality rule files alerts",
+             description="PM2.5 readings by station code. A station more than 30 % above the "
+             "mean of its three nearest stations (readings within 30 minutes) raises an "
+             "event in its micro-grid and a text message to its grid worker. A reading "
+             "already stored is counted, not stored again. Needs an officer's token "
+             "(the integration's account).")
+async def post_readings(request: Request, body: ReadingsIn) -> dict[str, Any]:
+    await principal(request, "officer")
+    async with _pool(request).connection() as conn, conn.transaction():
+        return await rules.ingest_readings(
+            conn, [rules.Reading(r.sensor, r.at, r.pm25) for r in body.readings])
+
+
+@router.post("/detections", tags=["rules"], status_code=201,
+             summary="An AI camera detection becomes an event where the camera looks")
+async def post_detection(request: Request, body: DetectionIn) -> dict[str, Any]:
+    who = await principal(request, "officer")
+    async with _pool(request).connection() as conn, conn.transaction():
+        return await rules.camera_detection(conn, who, body.camera, body.klass,
+                                            body.confidence, body.at)
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+@router.get("/metrics", tags=["metrics"],
+            summary="Event figures per micro-grid, community, street, department or worker",
+            description=(metrics.__doc__ or "").split("\n\n", 1)[1])
+async def get_metrics(
+    request: Request,
+    level: Literal["micro_grid", "community", "street", "department", "worker"] = "community",
+    start: Annotated[dt.datetime | None, Query(alias="from",
+                                               description="period start (default: 30 days "
+                                               "back)")] = None,
+    end: Annotated[dt.datetime | None, Query(alias="to", description="period end "
+                                             "(default: now)")] = None,
+    within: Annotated[str | None, Query(pattern=r"^[0-9]{1,15}$",
+                                        description="only under this grid code")] = None,
+) -> dict[str, Any]:
+    now = events.now_utc()
+    end = end or now
+    start = start or end - dt.timedelta(days=30)
+    async with _pool(request).connection() as conn:
+        rows = await metrics.figures(conn, level, start, end, within, now)
+    return {"level": level, "from": start.isoformat(), "to": end.isoformat(),
+            "groups": rows}

@@ -122,7 +122,8 @@ LEFT JOIN workers w ON w.id = e.assignee_worker_id
 
 
 def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat() if t else None
+    """Beijing time, as the people who read these answers live by it."""
+    return t.astimezone(workdays.BEIJING).isoformat() if t else None
 
 
 def _light(row: tuple[Any, ...], now: dt.datetime) -> str | None:
@@ -412,17 +413,19 @@ async def report(
         hit = await cur.fetchone()
         dup = hit[0] if hit else None
     due = workdays.deadline(at, cat[4], cat[5])
+    dispatch_due = workdays.deadline(at, cat[6], "working_hours")
     warn = workdays.warn_at(at, due)
     actor, actor_role = (who.name, who.role) if who else ("anonymous", "resident")
     cur = await conn.execute(
         "INSERT INTO events (category_code, category_name, source, source_ref, state, "
         "description, address, micro_grid_id, micro_grid_code, duplicate_of, "
-        "reporter_user_id, reported_at, deadline, warn_at, geom) VALUES (%s, %s, %s, %s, %s, "
-        "%s, %s, %s, %s, %s, %s, %s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4490)) "
+        "reporter_user_id, reported_at, dispatch_due, deadline, warn_at, geom) VALUES (%s, %s, "
+        "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        "ST_SetSRID(ST_MakePoint(%s, %s), 4490)) "
         "RETURNING id",
         (cat[0], cat[1], r.source, r.source_ref, "merged" if dup else "reported",
          r.description, r.address, grid[0], grid[1], dup,
-         who.user_id if who else None, at, due, warn, r.lon, r.lat))
+         who.user_id if who else None, at, dispatch_due, due, warn, r.lon, r.lat))
     (event_id,) = await cur.fetchone()  # type: ignore[misc]
     if r.contact and any(r.contact.values()):
         await conn.execute(
@@ -495,10 +498,11 @@ async def _dispatch(
     if phone:
         due_bj = due.astimezone(workdays.BEIJING).strftime("%m-%d %H:%M")
         await conn.execute(
-            "INSERT INTO outbox (channel, recipient, body, event_id, dedup_key) "
-            "VALUES ('sms', %s, %s, %s, %s) ON CONFLICT (dedup_key) DO NOTHING",
+            "INSERT INTO outbox (channel, recipient, body, event_id, dedup_key, created_at, "
+            "next_attempt_at) VALUES ('sms', %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (dedup_key) DO NOTHING",
             (phone, f"【网格通】新派事件#{event_id} {name}，网格{grid}，请于{due_bj}前办结。",
-             event_id, f"dispatch:{event_id}:{seq}"))
+             event_id, f"dispatch:{event_id}:{seq}", at, at))
 
 
 # -- transitions -------------------------------------------------------------------------

@@ -498,6 +498,7 @@ class Event(Base):
                                                             nullable=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
                                                            nullable=True)
+    dispatch_due: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     deadline: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     warn_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     paused_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
@@ -643,6 +644,44 @@ class SensorReading(Base):
     __table_args__ = (
         UniqueConstraint("sensor_id", "at"),
         CheckConstraint("pm25 >= 0 AND pm25 < 10000", name="pm25"),
+    )
+
+
+class MicroGridScore(Base):
+    """Each micro-grid's event figures over a period, with its geometry, for QGIS to colour
+    (refreshed by ``gridgov events score``)."""
+
+    __tablename__ = "micro_grid_scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    micro_grid_id: Mapped[int] = mapped_column(
+        ForeignKey("micro_grids.id", ondelete="CASCADE"), unique=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("grid_generations.id"), index=True)
+    code: Mapped[str] = mapped_column(String(15))
+    name: Mapped[str] = mapped_column(Text)
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    received: Mapped[int] = mapped_column(Integer)
+    registered: Mapped[int] = mapped_column(Integer)
+    due: Mapped[int] = mapped_column(Integer)
+    closed: Mapped[int] = mapped_column(Integer)
+    closed_on_time: Mapped[int] = mapped_column(Integer)
+    closure_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    on_time_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dispatched_on_time_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rework_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_transfer_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_handling_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    satisfaction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    open_events: Mapped[int] = mapped_column(Integer)
+    overdue_events: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grade: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    computed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    geom = mapped_column(geom("MULTIPOLYGON"), nullable=False)
+    __table_args__ = (
+        CheckConstraint("grade IN ('A', 'B', 'C', 'D')", name="grade"),
+        gist("micro_grid_scores"),
     )
 
 

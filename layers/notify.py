@@ -35,12 +35,15 @@ class LogSender:
 
 
 async def enqueue(conn: AConn, channel: str, recipient: str, body: str,
-                  event_id: int | None = None, dedup_key: str | None = None) -> bool:
+                  event_id: int | None = None, dedup_key: str | None = None,
+                  at: dt.datetime | None = None) -> bool:
     """Queue a message (caller's transaction); False when ``dedup_key`` was queued before."""
+    at = at or dt.datetime.now(dt.UTC)
     cur = await conn.execute(
-        "INSERT INTO outbox (channel, recipient, body, event_id, dedup_key) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-        (channel, recipient, body, event_id, dedup_key))
+        "INSERT INTO outbox (channel, recipient, body, event_id, dedup_key, created_at, "
+        "next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        (channel, recipient, body, event_id, dedup_key, at, at))
     return await cur.fetchone() is not None
 
 
@@ -98,6 +101,6 @@ async def queue_reminders(conn: AConn, now: dt.datetime | None = None) -> int:
                     if light == "red" else
                     f"【网格通】事件#{eid} {name}（网格{grid}）将于{when}到期，请抓紧办理。")
             if await enqueue(conn, "sms", phone, text, eid,
-                             f"remind:{eid}:{light}:{due.isoformat()}"):
+                             f"remind:{eid}:{light}:{due.isoformat()}", at=now):
                 n += 1
     return n

@@ -72,6 +72,16 @@ _LAYERS = (
           ("category_code", "category_name", "state", "source", "micro_grid_code",
            "department_code", "level", "duplicate_of", "duplicates", "supervised",
            "rework_count", "satisfaction", "reported_at")),
+    Layer("micro_grid_scores", "Micro-grid event scores", "网格事件考核", "Each "
+          "micro-grid's events over a period (refreshed by `gridgov events score`): received, "
+          "due (应结案数), closed, closure and on-time rates, rework rate, transfer and "
+          "handling hours, satisfaction, open and overdue now, a 0-100 score and an A-D grade "
+          "to colour by.", "MultiPolygon",
+          ("code", "name", "period_start", "period_end", "received", "registered", "due",
+           "closed", "closed_on_time", "closure_rate", "on_time_rate",
+           "dispatched_on_time_rate", "rework_rate", "avg_transfer_h", "avg_handling_h",
+           "satisfaction", "open_events", "overdue_events", "score", "grade", "computed_at",
+           "generation_id"), derived=True),
 )
 
 LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})

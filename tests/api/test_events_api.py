@@ -359,10 +359,10 @@ def test_deadlines_count_working_time_across_national_day(event_town: EventTown)
                reported_at="2026-09-30T17:00:00+08:00")
     assert r.status_code == 201, r.text
     # 5 working days after Sep 30 2026: Oct 8, 9, 10 (a Saturday, worked), 12, 13
-    assert r.json()["deadline"] == "2026-10-13T10:00:00+00:00"
+    assert r.json()["deadline"] == "2026-10-13T18:00:00+08:00"
     r = report(t, "dispatcher", category="06010", source="hotline",
                reported_at="2026-09-30T17:00:00+08:00", point=t.other_point)
-    assert r.json()["deadline"] == "2026-10-08T02:00:00+00:00"  # 10:00 Beijing, Oct 8
+    assert r.json()["deadline"] == "2026-10-08T10:00:00+08:00"
     assert r.json()["light"] == "red"
     red = t.get(None, "/api/v1/events", params={"light": "red"}).json()["events"]
     assert r.json()["id"] in [e["id"] for e in red]

@@ -101,6 +101,7 @@ CREATE TABLE events (
     dispatched_at timestamptz,
     handled_at timestamptz,
     closed_at timestamptz,
+    dispatch_due timestamptz NOT NULL,
     deadline timestamptz NOT NULL,
     warn_at timestamptz NOT NULL,
     paused_at timestamptz,
@@ -233,6 +234,41 @@ CREATE TABLE sensor_readings (
 CREATE INDEX ix_sensor_readings_sensor_id ON sensor_readings (sensor_id);
 CREATE INDEX ix_sensor_readings_at ON sensor_readings (at);
 
+CREATE TABLE micro_grid_scores (
+    id serial CONSTRAINT pk_micro_grid_scores PRIMARY KEY,
+    micro_grid_id integer NOT NULL
+        CONSTRAINT fk_micro_grid_scores_micro_grid_id REFERENCES micro_grids (id)
+        ON DELETE CASCADE,
+    generation_id integer NOT NULL
+        CONSTRAINT fk_micro_grid_scores_generation_id REFERENCES grid_generations (id),
+    code varchar(15) NOT NULL,
+    name text NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    received integer NOT NULL,
+    registered integer NOT NULL,
+    due integer NOT NULL,
+    closed integer NOT NULL,
+    closed_on_time integer NOT NULL,
+    closure_rate double precision,
+    on_time_rate double precision,
+    dispatched_on_time_rate double precision,
+    rework_rate double precision,
+    avg_transfer_h double precision,
+    avg_handling_h double precision,
+    satisfaction double precision,
+    open_events integer NOT NULL,
+    overdue_events integer NOT NULL,
+    score double precision,
+    grade char(1),
+    computed_at timestamptz NOT NULL DEFAULT now(),
+    geom geometry(MultiPolygon, 4490) NOT NULL,
+    CONSTRAINT uq_micro_grid_scores_micro_grid_id UNIQUE (micro_grid_id),
+    CONSTRAINT ck_micro_grid_scores_grade CHECK (grade IN ('A', 'B', 'C', 'D'))
+);
+CREATE INDEX ix_micro_grid_scores_geom ON micro_grid_scores USING gist (geom);
+CREATE INDEX ix_micro_grid_scores_generation_id ON micro_grid_scores (generation_id);
+
 CREATE TABLE rate_limits (
     key text NOT NULL,
     window_start timestamptz NOT NULL,
@@ -277,7 +313,7 @@ INSERT INTO event_categories (code, name_zh, name_en, department_code, registrat
 """
 
 DROP = """
-DROP TABLE IF EXISTS rate_limits, sensor_readings, outbox, personal_data_reads,
+DROP TABLE IF EXISTS micro_grid_scores, rate_limits, sensor_readings, outbox, personal_data_reads,
     idempotency_keys, event_history, event_photos, event_contacts, events CASCADE;
 DROP FUNCTION IF EXISTS event_history_append_only();
 DROP INDEX IF EXISTS uq_api_tokens_name_active;
