@@ -337,7 +337,6 @@ DUPLICATE_SQL = """
 SELECT e.id FROM events e
 WHERE e.category_code = %(category)s AND e.state = ANY(%(open)s)
   AND e.reported_at > %(now)s - make_interval(hours => %(window)s)
-  AND e.reported_at <= %(now)s
   AND ST_DWithin(e.geom::geography, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4490)::geography,
                  %(radius)s)
 ORDER BY e.reported_at, e.id

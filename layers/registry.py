@@ -65,13 +65,13 @@ _LAYERS = (
           ("code", "high_point_ring_fraction", "high_point_visible_fraction", "camera_fraction",
            "covered_fraction", "surface_model", "computed_at", "generation_id"), derived=True),
     Layer("events", "Events", "事件", "Urban-management events from report to closure "
-          "(public fields only: the reporter's contact and the workers' phones are never "
+          "(public fields only: nothing personal about reporters or workers is "
           "published). `state` follows GB/T 30428: reported, registered, dispatched, "
           "accepted, handled, closed, rejected, rework, suspended, escalated, merged "
           "(a linked duplicate report).", "Point",
           ("category_code", "category_name", "state", "source", "micro_grid_code",
-           "department_code", "level", "duplicate_of", "duplicates", "supervised",
-           "rework_count", "satisfaction", "reported_at")),
+           "department_code", "level", "duplicate_of", "duplicates", "rework_count",
+           "satisfaction", "reported_at")),
     Layer("micro_grid_scores", "Micro-grid event scores", "网格事件考核", "Each "
           "micro-grid's events over a period (refreshed by `gridgov events score`): received, "
           "due (应结案数), closed, closure and on-time rates, rework rate, transfer and "

@@ -61,7 +61,7 @@ def test_metrics_json_and_the_scores_collection(event_town: EventTown) -> None:
     assert props["micro_grid_code"] == t.grid and "phone" not in str(props)
     assert set(props) <= {"category_code", "category_name", "state", "source",
                           "micro_grid_code", "department_code", "level", "duplicate_of",
-                          "duplicates", "supervised", "rework_count", "satisfaction",
+                          "duplicates", "rework_count", "satisfaction",
                           "reported_at"}
 
 

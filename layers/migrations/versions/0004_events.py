@@ -260,7 +260,7 @@ CREATE TABLE micro_grid_scores (
     open_events integer NOT NULL,
     overdue_events integer NOT NULL,
     score double precision,
-    grade char(1),
+    grade varchar(1),
     computed_at timestamptz NOT NULL DEFAULT now(),
     geom geometry(MultiPolygon, 4490) NOT NULL,
     CONSTRAINT uq_micro_grid_scores_micro_grid_id UNIQUE (micro_grid_id),
