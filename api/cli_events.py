@@ -66,16 +66,24 @@ def events_remind() -> None:
 @events_app.command("send")
 def events_send(
     batch: Annotated[int, typer.Option(help="Messages per run.")] = 100,
+    sender: Annotated[str, typer.Option(
+        envvar="GRIDGOV_NOTIFY_SENDER",
+        help="log (default), webhook:URL (POST JSON to a gateway) or module:attribute.")]
+    = "log",
 ) -> None:
-    """Send what the outbox holds through the configured sender (default: the log);
-    failures are retried later with back-off, nothing is dropped."""
-    from layers.notify import LogSender, deliver
+    """Send what the outbox holds through the sender; failures are retried later with
+    back-off, nothing is dropped."""
+    from layers.notify import deliver, sender_from
 
+    try:
+        chosen = sender_from(sender)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise fail(f"sender: {exc}") from exc
     database = ensure_database(settings(), say=lambda _m: None)
 
     async def run() -> tuple[int, int]:
         async with await db.aconnect(database.url) as conn:
-            return await deliver(conn, LogSender(), batch)
+            return await deliver(conn, chosen, batch)
 
     sent, failed = asyncio.run(run())
     typer.echo(f"{sent} sent, {failed} failed (will be retried)")
