@@ -685,6 +685,59 @@ class MicroGridScore(Base):
     )
 
 
+class ChangeRun(Base):
+    """One comparison of two orthophotos (``pair_key`` identifies the pair and method)."""
+
+    __tablename__ = "change_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair_key: Mapped[str] = mapped_column(Text, index=True)
+    before_name: Mapped[str] = mapped_column(Text)
+    after_name: Mapped[str] = mapped_column(Text)
+    with_dsm: Mapped[bool] = mapped_column(Boolean)
+    method: Mapped[str] = mapped_column(Text)
+    objects: Mapped[int] = mapped_column(Integer)
+    params = mapped_column(JSONB, server_default="{}", nullable=False)
+    mask_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+
+
+class ChangeDetection(Base):
+    """A changed object found between two orthophotos, with the parcel it stands on, that
+    parcel's approved use and permit, a verdict and the event filed for it."""
+
+    __tablename__ = "change_detections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("change_runs.id"), index=True)
+    object_key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    area_m2: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    cue: Mapped[str] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    parcel_code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    land_use: Mapped[str | None] = mapped_column(Text, nullable=True)
+    approved_use: Mapped[str | None] = mapped_column(Text, nullable=True)
+    permit_status: Mapped[str | None] = mapped_column(Text, nullable=True)
+    permit_no: Mapped[str | None] = mapped_column(Text, nullable=True)
+    micro_grid_code: Mapped[str | None] = mapped_column(String(15), nullable=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), nullable=True,
+                                                 index=True)
+    review: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detected_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    geom = mapped_column(geom("MULTIPOLYGON"), nullable=False)
+    __table_args__ = (
+        CheckConstraint("review IN ('confirmed', 'dismissed')", name="review"),
+        CheckConstraint("kind IN ('new_structure', 'removed_structure', 'other')",
+                        name="kind"),
+        CheckConstraint("verdict IN ('illegal_suspected', 'permitted', 'removed', 'other')",
+                        name="verdict"),
+        gist("change_detections"),
+    )
+
+
 class RateLimit(Base):
     """Requests counted per client and window (public intake), shared by every worker."""
 

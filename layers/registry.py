@@ -82,6 +82,14 @@ _LAYERS = (
            "dispatched_on_time_rate", "rework_rate", "avg_transfer_h", "avg_handling_h",
            "satisfaction", "open_events", "overdue_events", "score", "grade", "computed_at",
            "generation_id"), derived=True),
+    Layer("change_detections", "Orthophoto changes", "正射影像变化", "Structures that "
+          "appeared or disappeared between two drone orthophotos, with the parcel each stands "
+          "on, its approved use and permit, a verdict (illegal_suspected, permitted, removed, "
+          "other) and the event filed for the suspected illegal ones; an officer's review "
+          "(confirmed or dismissed) is editable.", "MultiPolygon",
+          ("kind", "area_m2", "score", "cue", "verdict", "reason", "parcel_code", "land_use",
+           "approved_use", "permit_status", "permit_no", "micro_grid_code", "event_id",
+           "review", "run_id", "detected_at"), editable=("review",)),
 )
 
 LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})
