@@ -9,14 +9,15 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api import auth, problems, routes_locate
+from api import auth, database, faults, observability, problems, routes_locate
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
-from api.settings import Settings
+from api.settings import Settings, check_production
 from layers import db, queries
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -27,24 +28,21 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            db.libpq_url(database_url),
-            min_size=settings.pool_min,
-            max_size=settings.pool_max,
-            open=False,
-            # autocommit: a read is one round trip, not BEGIN/statement/COMMIT; a route
-            # that writes opens its own `conn.transaction()`
-            kwargs={"application_name": "gridgov", "options": db.SESSION_OPTIONS,
-                    "autocommit": True},
-        )
+        pool = database.new_pool(settings, database_url, "primary")
+        reads = database.read_pool(settings, pool)
         await pool.open(wait=False)
-        app.state.pool = pool
+        if reads is not pool:
+            await reads.open(wait=False)
+        app.state.pool, app.state.read_pool = pool, reads  # writes, reads (replicas)
         try:
             yield
         finally:
             app.state.ogc.close()
+            if reads is not pool:
+                await reads.close()
             await pool.close()
 
+    check_production(settings)  # default secrets outside development: refuse to start
     app = FastAPI(
         title="gridgov",
         description="Grid governance: the three-level grid, its layers and events, "
@@ -59,13 +57,21 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     head = db.head_revision()  # read the migration scripts once, not per probe
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
+    faults.install(app)
     app.include_router(routes_locate.router)
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
+    observability.install(app, app.state.ogc.jobs_dir / "jobs.json")
+    if settings.cors_origins:  # CORS is off unless origins are configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Location", "ETag",
+                                           "Gridgov-Generation"])
 
     async def summaries(request: Request) -> dict[str, Any]:
-        pool: AsyncConnectionPool = request.app.state.pool
+        pool: AsyncConnectionPool = request.app.state.read_pool
         async with pool.connection(timeout=5) as conn:
             return {
                 "generation": await queries.current_generation(conn),
@@ -103,19 +109,22 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @app.get("/readyz", summary="The database is reachable and migrated", response_model=None)
     async def readyz(request: Request) -> Response:
-        pool: AsyncConnectionPool = request.app.state.pool
+        pool: AsyncConnectionPool = request.app.state.read_pool
         try:
             async with pool.connection(timeout=3) as conn:
-                cur = await conn.execute("SELECT version_num FROM alembic_version")
+                cur = await conn.execute(
+                    "SELECT (SELECT version_num FROM alembic_version), pg_is_in_recovery()")
                 row = await cur.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             return problems.problem(503, "Not ready", f"database unavailable: {exc}")
         current = row[0] if row else None
+        debug = {"Gridgov-Read-Replica": str(bool(row and row[1])).lower()} if (
+            settings.debug_headers) else None
         if current != head:
             return problems.problem(
                 503, "Not ready", f"schema at {current}, code expects {head}: run migrations"
             )
-        return JSONResponse({"status": "ready", "schema": current})
+        return JSONResponse({"status": "ready", "schema": current}, headers=debug)
 
     return app
 

@@ -43,7 +43,7 @@ async def get_locate(
 ) -> dict[str, Any]:
     x, y = to_storage(lon, lat, crs)
     officer = await optional_principal(request, "officer")
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         answer = await locate(conn, x, y, at or dt.date.today(), with_phone=officer is not None)
     return {**answer, "point": {"lon": round(x, 8), "lat": round(y, 8), "crs": "EPSG:4490"},
@@ -80,7 +80,7 @@ async def post_locate(
     points = locate_io.parse(await request.body(), request.headers.get("content-type", ""))
     lons, lats = to_storage_many(points.xs, points.ys, crs)
     when = at or dt.date.today()
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         generation = await generation_at(conn, when)
 
@@ -124,7 +124,7 @@ async def get_nearby(
 ) -> JSONResponse:
     x, y = to_storage(lon, lat, crs)
     names = [n.strip() for n in layers.split(",") if n.strip()]
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         features = await nearby(conn, x, y, radius, names, limit)
     body = {
