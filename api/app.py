@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from api import auth, database, faults, observability, problems, routes_locate
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
-from api.settings import Settings, check_production
+from api.settings import Settings, check_production, secret_key
 from layers import db, queries
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -43,6 +43,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await pool.close()
 
     check_production(settings)  # default secrets outside development: refuse to start
+    secret = secret_key(settings)  # generated once into data_dir outside production
     app = FastAPI(
         title="gridgov",
         description="Grid governance: the three-level grid, its layers and events, "
@@ -53,6 +54,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.secret_key = secret
     _docs(app)
     head = db.head_revision()  # read the migration scripts once, not per probe
     templates = Jinja2Templates(directory=str(TEMPLATES))
