@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics_sql
@@ -64,12 +65,27 @@ def request_id_of(header: str | None) -> str:
 
 
 def route_template(scope: Scope) -> str:
-    """The path template of the route that answered (``/ogc/collections/{collection_id}``)."""
+    """The path template of the route that answered (``/ogc/collections/{collection_id}``).
+
+    FastAPI's routes leave themselves in ``scope["route"]``; plain Starlette routes (those
+    added with ``add_route``: pygeoapi's under ``/ogc``) leave only their ``endpoint``, so
+    the route holding that endpoint is looked up in the router (and matched again when
+    several hold it)."""
     route = scope.get("route")
-    path = getattr(route, "path", None) if route is not None else None
+    path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
-    return UNMATCHED
+    endpoint, router = scope.get("endpoint"), scope.get("router")
+    if endpoint is None or router is None:
+        return UNMATCHED
+    holders = [r for r in getattr(router, "routes", ())
+               if getattr(r, "endpoint", getattr(r, "app", None)) is endpoint]
+    if len(holders) > 1:
+        probe = {k: v for k, v in scope.items() if k not in ("route", "endpoint")}
+        probe["path"] = scope.get("root_path", "") + scope.get("path", "")
+        holders = [r for r in holders if r.matches(probe)[0] is not Match.NONE] or holders
+    path = getattr(holders[0], "path", None) if holders else None
+    return path if isinstance(path, str) else UNMATCHED
 
 
 class Metrics:
