@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from api.app import create_app
 from api.settings import Settings
