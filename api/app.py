@@ -80,7 +80,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 "layers": await queries.layer_summaries(conn),
             }
 
-    @app.get("/", summary="Landing page: what this server offers", response_model=None)
+    @app.get("/", summary="Landing page: what this server offers", response_model=None,
+             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
     async def landing(request: Request, f: str | None = None) -> Response:
         info = await summaries(request)
         base = str(request.base_url).rstrip("/")
@@ -109,7 +110,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="The database is reachable and migrated", response_model=None)
+    @app.get("/readyz", summary="The database is reachable and migrated", response_model=None,
+             responses={503: {"description": "not ready (problem+json)",
+                              "content": {"application/problem+json": {}}}})
     async def readyz(request: Request) -> Response:
         pool: AsyncConnectionPool = request.app.state.read_pool
         try:

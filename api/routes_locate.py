@@ -109,7 +109,8 @@ async def post_locate(
         f"{MAX_RADIUS_M:.0f} m, `limit` at most {MAX_LIMIT}; `layers` is a comma-separated "
         f"list from: {', '.join(NEARBY_LAYERS)}."
     ),
-    responses={400: {"description": "bad coordinates, radius, limit or layer"}},
+    responses={200: {"content": {"application/geo+json": {}}},
+               400: {"description": "bad coordinates, radius, limit or layer"}},
 )
 async def get_nearby(
     request: Request,

@@ -7,6 +7,7 @@ ports; the app is given the primary's URL and the standby's as its replica.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ def pair() -> Iterator[tuple[LocalCluster, LocalCluster, str, str]]:
     finally:
         standby.destroy()
         primary.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def camera(lon: float, lat: float) -> dict[str, Any]:
