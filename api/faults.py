@@ -4,7 +4,10 @@
   limit, so a slow query never holds a worker for longer than that;
 - the database unreachable, a connection lost mid-request, no free connection in time:
   503; the pool is then asked to check its idle connections, so the broken ones left by
-  a restart are replaced at once rather than failing the next requests one by one.
+  a restart are replaced at once rather than failing the next requests one by one;
+- a request body over ``GRIDGOV_MAX_BODY_BYTES``: 413, from its ``Content-Length``
+  before anything is read, or as soon as a streamed (chunked) body passes the limit, so
+  an upload is never held whole in memory before being refused.
 """
 
 from __future__ import annotations
@@ -16,15 +19,70 @@ import psycopg
 import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 
 log = logging.getLogger("gridgov.api")
 
 
+class BodyTooLarge(Exception):
+    """A request body over the server's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is over {limit:,} bytes, the most this server "
+                         "accepts; split the input")
+        self.limit = limit
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` (413 problem)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"),
+                        None)
+        if declared is not None:
+            if not declared.isdigit():
+                await problems.problem(400, "Invalid Content-Length",
+                                       "Content-Length is not a byte count")(
+                    scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                exc = BodyTooLarge(self.max_bytes)
+                await problems.problem(413, "Payload too large", str(exc),
+                                       limit_bytes=self.max_bytes)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def install(app: FastAPI) -> None:
     app.state.pool_checks = set()  # at most one running check of the pools
-    timeout_ms = app.state.settings.statement_timeout_ms
+    settings = app.state.settings
+    timeout_ms = settings.statement_timeout_ms
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BodyTooLarge)  # noqa: S101 - registered for it
+        return problems.problem(413, "Payload too large", str(exc),
+                                instance=request.url.path, limit_bytes=exc.limit)
 
     async def query_cancelled(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: statement cancelled: %s", request.method, request.url.path, exc)
@@ -41,6 +99,7 @@ def install(app: FastAPI) -> None:
                                 "the database is unavailable; retry later",
                                 instance=request.url.path)
 
+    app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(psycopg.errors.QueryCanceled, query_cancelled)
     app.add_exception_handler(psycopg.OperationalError, database_down)
     app.add_exception_handler(psycopg_pool.PoolTimeout, database_down)

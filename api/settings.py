@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         description="Longest statement a request may run (reads and writes) before it is "
         "cancelled with a 504 problem.",
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest request body accepted (413 beyond); routes may accept less.")
     database_replica_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Streaming replicas for reads (comma-separated or JSON list).",
