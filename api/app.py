@@ -14,7 +14,16 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api import auth, database, faults, observability, problems, routes_locate
+from api import (
+    auth,
+    database,
+    faults,
+    observability,
+    open311,
+    problems,
+    routes_events,
+    routes_locate,
+)
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
 from api.settings import Settings, check_production, secret_key
@@ -61,6 +70,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     problems.install(app)
     faults.install(app)
     app.include_router(routes_locate.router)
+    app.include_router(routes_events.router)
+    app.include_router(open311.router)
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc

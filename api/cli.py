@@ -331,9 +331,11 @@ def token_list() -> None:
 
 
 def _register_subcommands() -> None:
-    from api import cli_grid, cli_ops
+    from api import cli_events, cli_grid, cli_ops
 
     app.add_typer(cli_grid.grid_app, name="grid")
+    app.add_typer(cli_events.users_app, name="users")
+    app.add_typer(cli_events.events_app, name="events")
     cli_ops.register(app)
 
 

@@ -13,8 +13,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.locate_io import TooMany
 from api.observability import current_request_id
 from gis.errors import CRSError, GisError
+from layers.auth import BadCredentials
 from layers.edits import Forbidden
-from layers.errors import DatabaseNotReady, ImportRefused, InvalidInput, LayersError, NotFound
+from layers.errors import (
+    Conflict,
+    DatabaseNotReady,
+    ImportRefused,
+    InvalidInput,
+    LayersError,
+    NotAllowed,
+    NotFound,
+    RateLimited,
+    Refused,
+)
+from layers.photos import PhotoStoreUnavailable, PhotoTooLarge
 
 log = logging.getLogger("gridgov.api")
 
@@ -23,7 +35,14 @@ PROBLEM = "application/problem+json"
 # most specific first
 STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (DatabaseNotReady, 503, "Database unavailable"),
+    (PhotoStoreUnavailable, 503, "Photo store unavailable"),
     (NotFound, 404, "Not found"),
+    (Conflict, 409, "Conflict"),
+    (Refused, 422, "Unprocessable"),
+    (NotAllowed, 403, "Forbidden"),
+    (RateLimited, 429, "Too many requests"),
+    (BadCredentials, 401, "Unauthorized"),
+    (PhotoTooLarge, 413, "Payload too large"),
     (ImportRefused, 422, "Import refused"),
     (TooMany, 413, "Payload too large"),
     (Forbidden, 405, "Method not allowed"),
@@ -53,7 +72,10 @@ def install(app: FastAPI) -> None:
             else:
                 log.info("%s %s: %s", request.method, request.url.path, exc)
             extra = getattr(exc, "extensions", None) or {}
-            return problem(status, title, str(exc), instance=request.url.path, **extra)
+            r = problem(status, title, str(exc), instance=request.url.path, **extra)
+            if isinstance(exc, RateLimited):
+                r.headers["Retry-After"] = str(exc.retry_after)
+            return r
 
         app.add_exception_handler(exc_type, handler)
 

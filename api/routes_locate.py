@@ -46,6 +46,12 @@ async def get_locate(
     pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         answer = await locate(conn, x, y, at or dt.date.today(), with_phone=officer is not None)
+        if officer is not None and answer.get("worker"):  # personal data: every read logged
+            await conn.execute(
+                "INSERT INTO personal_data_reads (actor, actor_role, what, route) "
+                "VALUES (%s, %s, %s, %s)", (officer.name, officer.role,
+                                            f"worker phone of {answer['micro_grid']['code']}",
+                                            request.url.path))
     return {**answer, "point": {"lon": round(x, 8), "lat": round(y, 8), "crs": "EPSG:4490"},
             "crs": crs}
 

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(default=True, description="One JSON line per request and log "
                            "record on stderr.")
+    intake_limit: int = Field(
+        default=30, ge=1, description="Public intake: reports per client (IP address for "
+        "anonymous reporters, account for residents) per window.")
+    intake_window_s: int = Field(default=600, ge=1, description="Public intake window.")
+    photos_dir_override: Path | None = Field(
+        default=None, alias="GRIDGOV_PHOTOS_DIR",
+        description="Where event photos are stored; default <data_dir>/photos.")
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.photos_dir_override or self.data_dir / "photos"
 
     @property
     def dsm_path(self) -> Path:

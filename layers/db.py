@@ -58,6 +58,16 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]
         raise DatabaseNotReady(f"cannot connect to the database: {exc}") from exc
 
 
+async def aconnect(url: str, **kwargs: object) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """An autocommit async connection (the server's pool's settings) for CLI work."""
+    kwargs.setdefault("options", SESSION_OPTIONS)
+    kwargs.setdefault("autocommit", True)
+    try:
+        return await psycopg.AsyncConnection.connect(libpq_url(url), **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        raise DatabaseNotReady(f"cannot connect to the database: {exc}") from exc
+
+
 def provision(admin_url: str, database: str, role: str, password: str) -> bool:
     """Create ``role`` and ``database`` (owned by it, with PostGIS) if missing.
 

@@ -42,3 +42,36 @@ class NotFound(LayersError):
     def __init__(self, message: str, **extensions: object) -> None:
         super().__init__(message)
         self.extensions = extensions
+
+
+class Conflict(LayersError):
+    """The request is valid but the thing is not in a state that allows it (409).
+
+    ``allowed`` (in ``extensions``) lists what the asker may do instead."""
+
+    def __init__(self, message: str, **extensions: object) -> None:
+        super().__init__(message)
+        self.extensions = extensions
+
+
+class Refused(LayersError):
+    """Well-formed input that cannot be accepted as it stands (422): a report outside the
+    territory, handling without an "after" photo."""
+
+    def __init__(self, message: str, **extensions: object) -> None:
+        super().__init__(message)
+        self.extensions = extensions
+
+
+class NotAllowed(LayersError):
+    """The asker is known but may not do this (403): another grid's event, a role that
+    does not approve extensions."""
+
+
+class RateLimited(LayersError):
+    """Too many requests from one client in the window (429)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.extensions = {"retry_after_s": retry_after}

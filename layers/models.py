@@ -17,6 +17,9 @@ import datetime as dt
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -27,12 +30,14 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SRID = 4490
@@ -360,6 +365,17 @@ class MicroGridCoverage(Base):
     )
 
 
+ROLES = ("resident", "grid_worker", "department", "dispatcher", "officer", "admin")
+EVENT_STATES = ("reported", "registered", "dispatched", "accepted", "handled", "closed",
+                "rejected", "rework", "suspended", "escalated", "merged")
+EVENT_SOURCES = ("resident", "grid_worker", "hotline", "transfer", "ai_camera", "drone",
+                 "sensor", "change_detection")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
 # -- who may write -----------------------------------------------------------------------
 
 
@@ -375,12 +391,308 @@ class ApiToken(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True,
+                                                index=True)
     __table_args__ = (
-        CheckConstraint("role IN ('officer', 'admin')", name="role"),
+        CheckConstraint(_in("role", ROLES), name="role"),
         CheckConstraint("length(token_sha256) = 32", name="sha256"),
         Index("uq_api_tokens_name_active", "name", unique=True,
-              postgresql_where=text("revoked_at IS NULL")),
+              postgresql_where=text("revoked_at IS NULL AND user_id IS NULL")),
     )
+
+
+# -- events and the closed loop ------------------------------------------------------------
+
+class Department(Base):
+    """职能部门: handles the categories a grid worker cannot."""
+
+    __tablename__ = "departments"
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    name_zh: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EventCategory(Base):
+    """An event category (GB/T 30428.2 major + minor code; 90–99 is the local range)."""
+
+    __tablename__ = "event_categories"
+    code: Mapped[str] = mapped_column(String(5), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str] = mapped_column(Text)
+    department_code: Mapped[str | None] = mapped_column(
+        ForeignKey("departments.code"), nullable=True, index=True)
+    registration: Mapped[str] = mapped_column(Text, server_default="review")
+    time_limit: Mapped[int] = mapped_column(Integer)
+    time_unit: Mapped[str] = mapped_column(Text)
+    dispatch_limit_hours: Mapped[int] = mapped_column(Integer, server_default="2")
+    dedup_radius_m: Mapped[float] = mapped_column(Float, server_default="50")
+    dedup_window_hours: Mapped[int] = mapped_column(Integer, server_default="24")
+    local: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    __table_args__ = (
+        CheckConstraint("code ~ '^[0-9]{5}$'", name="code"),
+        CheckConstraint("local = (left(code, 2) >= '90')", name="local"),
+        CheckConstraint("registration IN ('auto', 'review')", name="registration"),
+        CheckConstraint("time_unit IN ('working_hours', 'working_days')", name="time_unit"),
+        CheckConstraint("time_limit > 0 AND dispatch_limit_hours > 0 AND dedup_radius_m >= 0 "
+                        "AND dedup_window_hours >= 0", name="limits"),
+    )
+
+
+class User(Base):
+    """An account. ``phone`` is personal data; a grid worker is linked to ``workers``."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    phone: Mapped[str | None] = mapped_column(Text, nullable=True)
+    department_code: Mapped[str | None] = mapped_column(
+        ForeignKey("departments.code"), nullable=True, index=True)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workers.id"), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint("role <> 'grid_worker' OR worker_id IS NOT NULL", name="grid_worker"),
+        CheckConstraint("role <> 'department' OR department_code IS NOT NULL",
+                        name="department"),
+    )
+
+
+class Event(Base):
+    """An urban-management event, from report to closure. Personal data (the reporter's
+    contact) lives in ``event_contacts``; every column here may be published."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category_code: Mapped[str] = mapped_column(ForeignKey("event_categories.code"), index=True)
+    category_name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    source_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[str] = mapped_column(Text, index=True)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    micro_grid_id: Mapped[int] = mapped_column(ForeignKey("micro_grids.id"), index=True)
+    micro_grid_code: Mapped[str] = mapped_column(String(15))
+    department_code: Mapped[str | None] = mapped_column(
+        ForeignKey("departments.code"), nullable=True, index=True)
+    assignee_worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workers.id"), nullable=True, index=True)
+    level: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id"), nullable=True, index=True)
+    duplicates: Mapped[int] = mapped_column(Integer, server_default="0")
+    reporter_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id"), nullable=True, index=True)
+    reported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    registered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                               nullable=True)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                               nullable=True)
+    handled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+    dispatch_due: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    warn_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    paused_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+    resume_state: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pending = mapped_column(JSONB, nullable=True)
+    supervised: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    rework_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    reopen_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    satisfaction: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    geom = mapped_column(geom("POINT"), nullable=False)
+    __table_args__ = (
+        CheckConstraint(_in("state", EVENT_STATES), name="state"),
+        CheckConstraint(_in("source", EVENT_SOURCES), name="source"),
+        CheckConstraint("satisfaction BETWEEN 1 AND 5", name="satisfaction"),
+        CheckConstraint("(state = 'merged') = (duplicate_of IS NOT NULL)", name="merged"),
+        CheckConstraint("warn_at <= deadline", name="deadline"),
+        Index("ix_events_micro_grid_code", "micro_grid_code",
+              postgresql_ops={"micro_grid_code": "text_pattern_ops"}),
+        Index("ix_events_source_ref", "source", "source_ref"),
+        gist("events"),
+    )
+
+
+class EventContact(Base):
+    """The reporter's contact: personal data, in no published layer; reads are logged."""
+
+    __tablename__ = "event_contacts"
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    phone: Mapped[str | None] = mapped_column(Text, nullable=True)
+    email: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EventPhoto(Base):
+    """A photo's metadata; the files live under data_dir/photos (the public copy has its
+    location metadata stripped)."""
+
+    __tablename__ = "event_photos"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"),
+                                          index=True)
+    stage: Mapped[str] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    private_path: Mapped[str] = mapped_column(Text)
+    public_path: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(Text)
+    uploaded_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    __table_args__ = (
+        CheckConstraint("stage IN ('report', 'after', 'verify')", name="stage"),
+        CheckConstraint("media_type IN ('image/jpeg', 'image/png', 'image/webp')",
+                        name="media_type"),
+    )
+
+
+class EventHistory(Base):
+    """Every transition with actor, time, reason and photos; append-only (a trigger
+    refuses UPDATE, DELETE and TRUNCATE)."""
+
+    __tablename__ = "event_history"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(Text)
+    from_state: Mapped[str | None] = mapped_column(Text, nullable=True)
+    to_state: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    actor_role: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    photo_ids = mapped_column(ARRAY(BigInteger), server_default="{}", nullable=False)
+    data = mapped_column(JSONB, server_default="{}", nullable=False)
+    __table_args__ = (UniqueConstraint("event_id", "seq"),)
+
+
+class IdempotencyKey(Base):
+    """A POST's ``Idempotency-Key`` with the answer given, so a retry gets the same one."""
+
+    __tablename__ = "idempotency_keys"
+    actor: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    route: Mapped[str] = mapped_column(Text)
+    request_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+
+
+class PersonalDataRead(Base):
+    """Who read personal data (a reporter's contact, a worker's phone), when, where."""
+
+    __tablename__ = "personal_data_reads"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text)
+    actor_role: Mapped[str] = mapped_column(Text)
+    what: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL"), nullable=True, index=True)
+    route: Mapped[str] = mapped_column(Text)
+
+
+class Outbox(Base):
+    """Notifications (SMS, WeChat) waiting to be sent, with retries; never lost."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    channel: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL"), nullable=True, index=True)
+    dedup_key: Mapped[str | None] = mapped_column(Text, nullable=True, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    __table_args__ = (
+        CheckConstraint("channel IN ('sms', 'wechat')", name="channel"),
+        Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("sent_at IS NULL")),
+    )
+
+
+class SensorReading(Base):
+    """A sensor's reading (PM2.5 in µg/m³ for air-quality stations)."""
+
+    __tablename__ = "sensor_readings"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sensor_id: Mapped[int] = mapped_column(ForeignKey("sensors.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    pm25: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        UniqueConstraint("sensor_id", "at"),
+        CheckConstraint("pm25 >= 0 AND pm25 < 10000", name="pm25"),
+    )
+
+
+class MicroGridScore(Base):
+    """Each micro-grid's event figures over a period, with its geometry, for QGIS to colour
+    (refreshed by ``gridgov events score``)."""
+
+    __tablename__ = "micro_grid_scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    micro_grid_id: Mapped[int] = mapped_column(
+        ForeignKey("micro_grids.id", ondelete="CASCADE"), unique=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("grid_generations.id"), index=True)
+    code: Mapped[str] = mapped_column(String(15))
+    name: Mapped[str] = mapped_column(Text)
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    received: Mapped[int] = mapped_column(Integer)
+    registered: Mapped[int] = mapped_column(Integer)
+    due: Mapped[int] = mapped_column(Integer)
+    closed: Mapped[int] = mapped_column(Integer)
+    closed_on_time: Mapped[int] = mapped_column(Integer)
+    closure_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    on_time_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dispatched_on_time_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rework_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_transfer_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_handling_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    satisfaction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    open_events: Mapped[int] = mapped_column(Integer)
+    overdue_events: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grade: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    computed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    geom = mapped_column(geom("MULTIPOLYGON"), nullable=False)
+    __table_args__ = (
+        CheckConstraint("grade IN ('A', 'B', 'C', 'D')", name="grade"),
+        gist("micro_grid_scores"),
+    )
+
+
+class RateLimit(Base):
+    """Requests counted per client and window (public intake), shared by every worker."""
+
+    __tablename__ = "rate_limits"
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True),
+                                                      primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 GRID_TABLES = ("streets", "communities", "micro_grids")

@@ -64,6 +64,24 @@ _LAYERS = (
           "camera, seen by either); the geometry is the part nobody sees.", "MultiPolygon",
           ("code", "high_point_ring_fraction", "high_point_visible_fraction", "camera_fraction",
            "covered_fraction", "surface_model", "computed_at", "generation_id"), derived=True),
+    Layer("events", "Events", "事件", "Urban-management events from report to closure "
+          "(public fields only: nothing personal about reporters or workers is "
+          "published). `state` follows GB/T 30428: reported, registered, dispatched, "
+          "accepted, handled, closed, rejected, rework, suspended, escalated, merged "
+          "(a linked duplicate report).", "Point",
+          ("category_code", "category_name", "state", "source", "micro_grid_code",
+           "department_code", "level", "duplicate_of", "duplicates", "rework_count",
+           "satisfaction", "reported_at")),
+    Layer("micro_grid_scores", "Micro-grid event scores", "网格事件考核", "Each "
+          "micro-grid's events over a period (refreshed by `gridgov events score`): received, "
+          "due (应结案数), closed, closure and on-time rates, rework rate, transfer and "
+          "handling hours, satisfaction, open and overdue now, a 0-100 score and an A-D grade "
+          "to colour by.", "MultiPolygon",
+          ("code", "name", "period_start", "period_end", "received", "registered", "due",
+           "closed", "closed_on_time", "closure_rate", "on_time_rate",
+           "dispatched_on_time_rate", "rework_rate", "avg_transfer_h", "avg_handling_h",
+           "satisfaction", "open_events", "overdue_events", "score", "grade", "computed_at",
+           "generation_id"), derived=True),
 )
 
 LAYERS: MappingProxyType[str, Layer] = MappingProxyType({layer.name: layer for layer in _LAYERS})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,80 @@ def demo_town() -> Town:
 def demo_dsm(demo_town: Town, tmp_path_factory: pytest.TempPathFactory) -> SurfaceInfo:
     """The demo town's surface model (2 m DSM GeoTIFF, EPSG:4548), written once per run."""
     return write_dsm(demo_town, tmp_path_factory.mktemp("dsm") / "demo_dsm.tif")
+
+
+# -- the event workflow -----------------------------------------------------------------
+
+
+@dataclass
+class EventTown:
+    """A writable demo town served by the app, with one account per role."""
+
+    url: str
+    client: Any  # fastapi.testclient.TestClient
+    auth: dict[str, dict[str, str]]  # role name -> Authorization header
+    grid: str  # a micro-grid owned by the grid worker "网格员甲"
+    point: tuple[float, float]  # a point inside it (EPSG:4490)
+    other_grid: str  # a micro-grid somebody else owns
+    other_point: tuple[float, float]
+    photos: Path
+
+    def post(self, role: str | None, path: str, **kw: Any) -> Any:
+        headers = {**(self.auth[role] if role else {}), **kw.pop("headers", {})}
+        return self.client.post(path, headers=headers, **kw)
+
+    def get(self, role: str | None, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self.auth[role] if role else {}, **kw)
+
+    def act(self, role: str, event_id: int, action: str, **body: Any) -> Any:
+        return self.post(role, f"/api/v1/events/{event_id}/transitions",
+                         json={"action": action, **body})
+
+
+def jpeg(size: tuple[int, int] = (64, 48), gps: bool = False) -> bytes:
+    """A small JPEG; with ``gps``, carrying an EXIF GPS position (as phones write)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.new("RGB", size, (200, 120, 40))
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if gps:
+        exif[0x8825] = {1: "N", 2: (36.0, 48.0, 12.5), 3: "E", 4: (118.0, 3.0, 1.25)}
+        exif[0x010F] = "PhoneMaker"
+    img.save(out, "JPEG", exif=exif.tobytes() if gps else b"")
+    return out.getvalue()
+
+
+@pytest.fixture
+def event_town(fresh_db_url: str, tmp_path: Path) -> Iterator[EventTown]:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+    from layers.auth import create_user
+
+    with db.connect(fresh_db_url) as conn:
+        rows = conn.execute(
+            "SELECT m.code, ST_X(ST_PointOnSurface(m.geom)), ST_Y(ST_PointOnSurface(m.geom)) "
+            "FROM micro_grids m JOIN grid_generations g ON g.id = m.generation_id "
+            "AND g.valid_to IS NULL JOIN worker_assignments wa ON wa.micro_grid_code = m.code "
+            "AND wa.valid_to IS NULL ORDER BY m.code LIMIT 2").fetchall()
+        (grid, x, y), (other, ox, oy) = rows
+        tokens = {
+            "dispatcher": create_user(conn, "调度员", "dispatcher", phone="13800000001"),
+            "officer": create_user(conn, "指挥中心科长", "officer"),
+            "admin": create_user(conn, "管理员", "admin"),
+            "worker": create_user(conn, "网格员甲", "grid_worker", grid=grid),
+            "other_worker": create_user(conn, "网格员乙", "grid_worker", grid=other),
+            "sanitation": create_user(conn, "环卫所", "department", department="sanitation"),
+            "resident": create_user(conn, "居民王", "resident"),
+        }
+        conn.commit()
+    photos = tmp_path / "photos"
+    settings = Settings(env="test", intake_limit=10_000, GRIDGOV_PHOTOS_DIR=photos)
+    with TestClient(create_app(settings, fresh_db_url)) as client:
+        yield EventTown(fresh_db_url, client,
+                        {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()},
+                        grid, (x, y), other, (ox, oy), photos)

@@ -183,3 +183,6 @@ def test_an_officer_sees_the_workers_phone_and_nobody_else(fresh_db_url: str) ->
         assert officer["worker"]["phone"] == phone
         bad = c.get("/locate", params=params, headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401  # a bad token is refused, not read as anonymous
+    with db.connect(fresh_db_url) as conn:  # the read of personal data is on record
+        assert conn.execute("SELECT actor, what FROM personal_data_reads").fetchall() == [
+            ("网格中心值班员", f"worker phone of {code}")]

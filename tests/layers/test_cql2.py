@@ -157,6 +157,7 @@ def test_sql_in_a_string_stays_a_bound_value(conn: Conn, demo_town: Town) -> Non
 
 def test_queryables_match_the_database(conn: Conn) -> None:
     pg = {"text": "text", "character varying": "text", "integer": "integer",
+          "smallint": "integer", "bigint": "integer",
           "double precision": "number", "date": "date",
           "timestamp with time zone": "timestamp"}
     for layer in LAYERS.values():
