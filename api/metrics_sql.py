@@ -1,11 +1,8 @@
 """Gauges the database computes on each ``/metrics`` scrape.
 
 One :class:`DatabaseGauge` per metric: a name, its help text, the label names and one
-read-only statement whose rows are ``(label values..., value)``.  To add one (events by
-state, say), append to :data:`GAUGES`::
-
-    DatabaseGauge("gridgov_events", "Events by state", ("state",),
-                  sql.SQL("SELECT state, count(*) FROM events GROUP BY state")),
+read-only statement whose rows are ``(label values..., value)``.  To add one, append to
+:data:`GAUGES` (``gridgov_events`` below is the model).
 
 Keep each statement cheap (an index or a small table): every scrape runs all of them, on
 the read pool, under the server's statement timeout.  A gauge whose statement fails (its
@@ -36,6 +33,9 @@ GAUGES: tuple[DatabaseGauge, ...] = (
         "gridgov_api_tokens_active", "Bearer tokens not revoked, by role", ("role",),
         sql.SQL("SELECT role, count(*) FROM api_tokens WHERE revoked_at IS NULL "
                 "GROUP BY role")),
+    DatabaseGauge(
+        "gridgov_events", "Events by state", ("state",),
+        sql.SQL("SELECT state, count(*) FROM events GROUP BY state")),
     DatabaseGauge(
         "gridgov_database_size_bytes", "Size of the database on disk", (),
         sql.SQL("SELECT pg_database_size(current_database())")),

@@ -135,6 +135,11 @@ def test_pool_job_and_database_gauges(client: TestClient, db_url: str) -> None:
     assert value(got, "gridgov_grid_generation_current") == generation
     assert value(got, "gridgov_database_size_bytes") == pytest.approx(size, rel=0.2)
     assert value(got, "gridgov_ogc_job_queue") == 0
+    with psycopg.connect(db_url) as conn:
+        by_state = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state"))
+    assert {dict(labels)["state"]: v for (name, labels), v in got.items()
+            if name == "gridgov_events"} == by_state
+    assert "# HELP gridgov_events Events by state" in client.get("/metrics").text
 
 
 def test_job_queue_counts_the_job_managers_records(client: TestClient, db_url: str) -> None:
