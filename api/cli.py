@@ -237,6 +237,23 @@ def demo_coverage(s: Settings, database: Database) -> None:
         typer.echo(f"coverage not computed: {exc}")
 
 
+def demo_events(database: Database) -> None:
+    """On the project's own demo database: a demo history of events, once."""
+    import asyncio
+
+    from layers.demo_events import replay
+
+    async def run() -> None:
+        async with await db.aconnect(database.url) as conn:
+            cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM events)")
+            if (await cur.fetchone())[0]:  # type: ignore[index]
+                return
+            with counting_bar("demo events (Jan-Nov 2026)", "report") as bar:
+                await replay(conn, progress=bar)
+
+    asyncio.run(run())
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
@@ -263,6 +280,7 @@ def serve(
     database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
     if not no_setup and database.cluster is not None:
         demo_coverage(s, database)
+        demo_events(database)
     base = s.public_url or f"http://{host}:{port}"
     typer.echo(f"gridgov serving {database.where} with {workers} worker(s)")
     typer.echo(f"  landing page   {base}/")

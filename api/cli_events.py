@@ -66,16 +66,24 @@ def events_remind() -> None:
 @events_app.command("send")
 def events_send(
     batch: Annotated[int, typer.Option(help="Messages per run.")] = 100,
+    sender: Annotated[str, typer.Option(
+        envvar="GRIDGOV_NOTIFY_SENDER",
+        help="log (default), webhook:URL (POST JSON to a gateway) or module:attribute.")]
+    = "log",
 ) -> None:
-    """Send what the outbox holds through the configured sender (default: the log);
-    failures are retried later with back-off, nothing is dropped."""
-    from layers.notify import LogSender, deliver
+    """Send what the outbox holds through the sender; failures are retried later with
+    back-off, nothing is dropped."""
+    from layers.notify import deliver, sender_from
 
+    try:
+        chosen = sender_from(sender)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise fail(f"sender: {exc}") from exc
     database = ensure_database(settings(), say=lambda _m: None)
 
     async def run() -> tuple[int, int]:
         async with await db.aconnect(database.url) as conn:
-            return await deliver(conn, LogSender(), batch)
+            return await deliver(conn, chosen, batch)
 
     sent, failed = asyncio.run(run())
     typer.echo(f"{sent} sent, {failed} failed (will be retried)")
@@ -114,3 +122,27 @@ def events_score(
     except LayersError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"{n} micro-grids scored for {t0.isoformat()} – {t1.isoformat()}")
+
+
+@events_app.command("demo")
+def events_demo(
+    n: Annotated[int, typer.Option(help="Reports to file.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same history).")] = 2023,
+) -> None:
+    """File a demo history of events (Jan–Nov 2026) through the real workflow; refused
+    when the database holds events already."""
+    from api.cli import counting_bar
+    from layers.demo_events import replay
+
+    database = ensure_database(settings(), say=lambda _m: None)
+
+    async def run() -> int:
+        async with await db.aconnect(database.url) as conn:
+            cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM events)")
+            if (await cur.fetchone())[0]:  # type: ignore[index]
+                raise fail("the database holds events already; the demo goes into an empty "
+                           "event store")
+            with counting_bar("demo events", "report") as bar:
+                return await replay(conn, n, seed, progress=bar)
+
+    typer.echo(f"{asyncio.run(run())} events in the store")

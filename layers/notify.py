@@ -34,6 +34,47 @@ class LogSender:
         log.info("%s to %s: %s", channel, recipient, body)
 
 
+class WebhookSender:
+    """POSTs ``{"channel", "recipient", "body"}`` as JSON to an SMS/WeChat gateway's URL;
+    any answer but 2xx (or no answer within ``timeout`` seconds) is a failure, retried."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a webhook URL is http(s)://..., not {url!r}")
+        self.url, self.timeout = url, timeout
+
+    def send(self, channel: str, recipient: str, body: str) -> None:
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(
+            self.url, data=json.dumps({"channel": channel, "recipient": recipient,
+                                       "body": body}, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 - http(s) only
+            if not 200 <= r.status < 300:
+                raise ConnectionError(f"gateway answered {r.status}")
+
+
+def sender_from(spec: str) -> Sender:
+    """``log``, ``webhook:URL`` or ``module:attribute`` (a class or factory taking no
+    arguments) naming the sender to use."""
+    if spec == "log":
+        return LogSender()
+    if spec.startswith("webhook:"):
+        return WebhookSender(spec.removeprefix("webhook:"))
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"sender is log, webhook:URL or module:attribute, not {spec!r}")
+    import importlib
+
+    factory = getattr(importlib.import_module(module), attr)
+    sender = factory()
+    if not callable(getattr(sender, "send", None)):
+        raise ValueError(f"{spec} has no send(channel, recipient, body)")
+    return sender  # type: ignore[no-any-return]
+
+
 async def enqueue(conn: AConn, channel: str, recipient: str, body: str,
                   event_id: int | None = None, dedup_key: str | None = None,
                   at: dt.datetime | None = None) -> bool:

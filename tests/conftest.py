@@ -181,3 +181,25 @@ def event_town(fresh_db_url: str, tmp_path: Path) -> Iterator[EventTown]:
         yield EventTown(fresh_db_url, client,
                         {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()},
                         grid, (x, y), other, (ox, oy), photos)
+
+
+DEMO_EVENTS = 600
+
+
+@pytest.fixture(scope="session")
+def events_db_url(cluster: LocalCluster, admin_url: str, template_db: str) -> str:
+    """A seeded database with a demo history of events (``layers.demo_events``, 600
+    reports over 2026 walked through the workflow), shared by tests that only read."""
+    import asyncio
+
+    from layers.demo_events import replay
+
+    name = _clone(cluster, admin_url, template_db, "events")
+    url = cluster.url(name, user=ROLE)
+
+    async def go() -> None:
+        async with await db.aconnect(url) as conn:
+            await replay(conn, DEMO_EVENTS, 2023)
+
+    asyncio.run(go())
+    return url

@@ -105,3 +105,45 @@ def test_the_openapi_document_describes_the_event_api(event_town: EventTown) -> 
     body = paths["/api/v1/events"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert "verify_fail" in paths["/api/v1/events/{event_id}/transitions"]["post"]["description"]
+
+
+def test_the_outbox_goes_through_a_webhook_gateway_and_survives_its_outage(
+        event_town: EventTown) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[dict] = []
+    state = {"up": False}
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if state["up"]:
+                got.append(body)
+            self.send_response(200 if state["up"] else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t = event_town
+        t.post(None, "/api/v1/events", json={"category": "06010", "lon": t.point[0],
+                                             "lat": t.point[1]})
+        env = {"GRIDGOV_DATABASE_URL": t.url,
+               "GRIDGOV_NOTIFY_SENDER": f"webhook:http://127.0.0.1:{server.server_port}/sms"}
+        r = CliRunner().invoke(cli, ["events", "send"], env=env)
+        assert r.exit_code == 0 and "0 sent, 1 failed" in r.output
+        with psycopg.connect(t.url) as conn:  # due again now, as after the back-off
+            conn.execute("UPDATE outbox SET next_attempt_at = now()")
+        state["up"] = True
+        r = CliRunner().invoke(cli, ["events", "send"], env=env)
+        assert r.exit_code == 0 and "1 sent, 0 failed" in r.output
+        assert got[0]["channel"] == "sms" and "暴露垃圾" in got[0]["body"]
+        bad = CliRunner().invoke(cli, ["events", "send", "--sender", "nowhere"], env=env)
+        assert bad.exit_code != 0 and "sender" in bad.output
+    finally:
+        server.shutdown()
