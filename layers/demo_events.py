@@ -43,6 +43,7 @@ MIX: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("01005", 3, ("resident", "hotline")),
     ("90002", 6, ("hotline",)),
 )
+RECENT = dt.timedelta(days=14)
 DISPATCHER = Principal("指挥中心调度员", "dispatcher")
 OFFICER = Principal("指挥中心科长", "officer")
 SYSTEM = Principal("演示数据", "admin")
@@ -115,11 +116,15 @@ async def _walk(conn: AConn, rnd: random.Random, ev: dict[str, Any], at: dt.date
     """Move one event on through a plausible life, stopping before END."""
     eid = ev["id"]
     t = at
+    # the last fortnight is still being worked on: each recent event stops somewhere
+    stop = END
+    if END - at < RECENT:
+        stop = at + (END - at) * rnd.random()
 
     async def act(who: Principal, action: str, after_h: float, **p: Any) -> bool:
         nonlocal t
         nxt = add_working_seconds(t, max(after_h, 0.05) * 3600)
-        if nxt >= END:
+        if nxt >= stop:
             return False
         t = nxt
         await events.transition(conn, who, eid, action, p, now=t)

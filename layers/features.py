@@ -398,6 +398,14 @@ def _value(coll: Collection, column: str, text: str, parameter: str) -> Any:
             return date.fromisoformat(text.strip())
         except ValueError:
             raise _bad(parameter, f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if kind == "datetime":
+        try:
+            instant = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise _bad(parameter, f"{text!r} is not an RFC 3339 date-time") from None
+        if instant.tzinfo is None:
+            raise _bad(parameter, f"{text!r} needs a timezone offset (RFC 3339)")
+        return instant
     if kind == "boolean":
         if text.lower() not in ("true", "false"):
             raise _bad(parameter, f"{text!r} is not true or false")

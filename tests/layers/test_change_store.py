@@ -90,3 +90,15 @@ def test_the_collection_shows_them_and_an_officer_reviews_one(fresh_db_url: str)
         r = c.patch(url_item, headers=h, json={"properties": {"review": "confirmed"}})
         assert r.status_code in (200, 204), r.text
         assert c.get(url_item).json()["properties"]["review"] == "confirmed"
+
+
+def test_a_date_time_property_filter_is_checked(db_url: str) -> None:
+    with TestClient(create_app(Settings(env="test"), db_url)) as c:
+        r = c.get("/ogc/collections/change_detections/items", params={"detected_at": "é¦Ö"})
+        assert r.status_code == 400 and "RFC 3339" in r.text
+        r = c.get("/ogc/collections/change_detections/items",
+                  params={"detected_at": "2026-11-01T00:00:00"})
+        assert r.status_code == 400 and "offset" in r.text
+        r = c.get("/ogc/collections/change_detections/items",
+                  params={"detected_at": "2026-11-01T00:00:00+08:00"})
+        assert r.status_code == 200 and r.json()["numberReturned"] == 0
