@@ -31,7 +31,9 @@ RUN chmod 0755 /usr/local/bin/gridgov-entrypoint \
 USER gridgov
 
 # jobs of the OGC processes, the surface model: writable, and a volume in compose
-ENV GRIDGOV_ENV=production HOST=0.0.0.0 PORT=8000 GRIDGOV_DATA_DIR=/var/lib/gridgov
+# GRIDGOV_SECRET_KEY and the database URL come from the environment at run time (never
+# baked in); production refuses to start with defaults. WORKERS: server processes.
+ENV GRIDGOV_ENV=production HOST=0.0.0.0 PORT=8000 WORKERS=1 GRIDGOV_DATA_DIR=/var/lib/gridgov
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

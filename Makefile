@@ -6,18 +6,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+WORKERS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
-export HOST PORT
+export HOST PORT WORKERS
 
 .PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc stop reset-db clean
 
 help:
-	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT)"
+	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT) (WORKERS=N processes)"
 	@echo "make test      the same set-up, then every test against a real PostGIS"
 	@echo "make stop      stop the project's local PostgreSQL cluster"
 	@echo "make reset-db  drop the local database and seed the demo town again"
@@ -54,7 +55,7 @@ db: deps
 	$(BIN)/gridgov db up
 
 run: deps
-	$(BIN)/gridgov serve --host $(HOST) --port $(PORT)
+	$(BIN)/gridgov serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 serve: run
 

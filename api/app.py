@@ -9,14 +9,24 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api import auth, open311, problems, routes_events, routes_locate
+from api import (
+    auth,
+    database,
+    faults,
+    observability,
+    open311,
+    problems,
+    routes_events,
+    routes_locate,
+)
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
-from api.settings import Settings
+from api.settings import Settings, check_production, secret_key
 from layers import db, queries
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -27,24 +37,22 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            db.libpq_url(database_url),
-            min_size=settings.pool_min,
-            max_size=settings.pool_max,
-            open=False,
-            # autocommit: a read is one round trip, not BEGIN/statement/COMMIT; a route
-            # that writes opens its own `conn.transaction()`
-            kwargs={"application_name": "gridgov", "options": db.SESSION_OPTIONS,
-                    "autocommit": True},
-        )
+        pool = database.new_pool(settings, database_url, "primary")
+        reads = database.read_pool(settings, pool)
         await pool.open(wait=False)
-        app.state.pool = pool
+        if reads is not pool:
+            await reads.open(wait=False)
+        app.state.pool, app.state.read_pool = pool, reads  # writes, reads (replicas)
         try:
             yield
         finally:
             app.state.ogc.close()
+            if reads is not pool:
+                await reads.close()
             await pool.close()
 
+    check_production(settings)  # default secrets outside development: refuse to start
+    secret = secret_key(settings)  # generated once into data_dir outside production
     app = FastAPI(
         title="gridgov",
         description="Grid governance: the three-level grid, its layers and events, "
@@ -55,26 +63,36 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.secret_key = secret
     _docs(app)
     head = db.head_revision()  # read the migration scripts once, not per probe
     templates = Jinja2Templates(directory=str(TEMPLATES))
     problems.install(app)
+    faults.install(app)
     app.include_router(routes_locate.router)
     app.include_router(routes_events.router)
     app.include_router(open311.router)
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
+    observability.install(app, app.state.ogc.jobs_dir / "jobs.json")
+    if settings.cors_origins:  # CORS is off unless origins are configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Location", "ETag",
+                                           "Gridgov-Generation"])
 
     async def summaries(request: Request) -> dict[str, Any]:
-        pool: AsyncConnectionPool = request.app.state.pool
+        pool: AsyncConnectionPool = request.app.state.read_pool
         async with pool.connection(timeout=5) as conn:
             return {
                 "generation": await queries.current_generation(conn),
                 "layers": await queries.layer_summaries(conn),
             }
 
-    @app.get("/", summary="Landing page: what this server offers", response_model=None)
+    @app.get("/", summary="Landing page: what this server offers", response_model=None,
+             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
     async def landing(request: Request, f: str | None = None) -> Response:
         info = await summaries(request)
         base = str(request.base_url).rstrip("/")
@@ -103,21 +121,26 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="The database is reachable and migrated", response_model=None)
+    @app.get("/readyz", summary="The database is reachable and migrated", response_model=None,
+             responses={503: {"description": "not ready (problem+json)",
+                              "content": {"application/problem+json": {}}}})
     async def readyz(request: Request) -> Response:
-        pool: AsyncConnectionPool = request.app.state.pool
+        pool: AsyncConnectionPool = request.app.state.read_pool
         try:
             async with pool.connection(timeout=3) as conn:
-                cur = await conn.execute("SELECT version_num FROM alembic_version")
+                cur = await conn.execute(
+                    "SELECT (SELECT version_num FROM alembic_version), pg_is_in_recovery()")
                 row = await cur.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             return problems.problem(503, "Not ready", f"database unavailable: {exc}")
         current = row[0] if row else None
+        debug = {"Gridgov-Read-Replica": str(bool(row and row[1])).lower()} if (
+            settings.debug_headers) else None
         if current != head:
             return problems.problem(
                 503, "Not ready", f"schema at {current}, code expects {head}: run migrations"
             )
-        return JSONResponse({"status": "ready", "schema": current})
+        return JSONResponse({"status": "ready", "schema": current}, headers=debug)
 
     return app
 

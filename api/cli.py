@@ -258,27 +258,44 @@ def demo_events(database: Database) -> None:
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="WORKERS", min=1, help="Server processes "
+                                         "(they share nothing but the database).")] = 1,
     no_setup: Annotated[bool, typer.Option("--no-setup", help="Skip cluster start, "
                                            "migration and seeding.")] = False,
 ) -> None:
     """Serve the API (setting up the database first unless --no-setup)."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
+    from api.observability import configure_logging
+    from api.settings import InsecureSettings, check_production
 
     s = settings()
+    try:
+        check_production(s)
+    except InsecureSettings as exc:
+        raise fail(str(exc), 2) from exc
     database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
     if not no_setup and database.cluster is not None:
         demo_coverage(s, database)
         demo_events(database)
     base = s.public_url or f"http://{host}:{port}"
-    typer.echo(f"gridgov serving {database.where}")
+    typer.echo(f"gridgov serving {database.where} with {workers} worker(s)")
     typer.echo(f"  landing page   {base}/")
     typer.echo(f"  API docs       {base}/docs")
     typer.echo(f"  OpenAPI        {base}/openapi.json")
-    typer.echo(f"  health         {base}/healthz  {base}/readyz")
+    typer.echo(f"  health         {base}/healthz  {base}/readyz  {base}/metrics")
     typer.echo("Ctrl-C stops the server (the database keeps running: `make stop`).")
-    uvicorn.run(create_app(s, database.url), host=host, port=port, log_level="info")
+    configure_logging(json_lines=s.log_json)
+    common = {"host": host, "port": port, "log_config": None, "access_log": False}
+    if workers == 1:
+        uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
+        return
+    os.environ["GRIDGOV_DATABASE_URL"] = database.url  # for the worker processes
+    uvicorn.run("api.cli_ops:server_app", factory=True, workers=workers,
+                **common)  # type: ignore[arg-type]
 
 
 token_app = typer.Typer(help="Bearer tokens for writes (OGC API Part 4).",
@@ -332,11 +349,12 @@ def token_list() -> None:
 
 
 def _register_subcommands() -> None:
-    from api import cli_events, cli_grid
+    from api import cli_events, cli_grid, cli_ops
 
     app.add_typer(cli_grid.grid_app, name="grid")
     app.add_typer(cli_events.users_app, name="users")
     app.add_typer(cli_events.events_app, name="events")
+    cli_ops.register(app)
 
 
 _register_subcommands()

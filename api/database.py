@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from api.settings import Settings
 from layers import db
@@ -101,3 +107,64 @@ def write_demo_dsm(
     write_dsm(town, tmp, progress=progress)
     tmp.replace(path)  # never a half-written DSM under the real name
     return True
+
+
+# -- the server's pools ------------------------------------------------------------------
+
+def new_pool(settings: Settings, url: str, name: str) -> AsyncConnectionPool:
+    """A pool for the request paths: autocommit, no JIT, the statement timeout, and bounded
+    waits (connecting, and waiting for a free connection), so a database that is down
+    answers 503 quickly instead of holding requests."""
+    return AsyncConnectionPool(
+        db.libpq_url(url),
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        open=False,
+        timeout=settings.pool_timeout,
+        name=name,
+        # autocommit: a read is one round trip, not BEGIN/statement/COMMIT; a route
+        # that writes opens its own `conn.transaction()`
+        kwargs={"application_name": "gridgov",
+                "options": db.session_options(settings.statement_timeout_ms),
+                "autocommit": True, "connect_timeout": max(1, int(settings.pool_timeout))},
+    )
+
+
+class ReadPools:
+    """Several replica pools behind one ``connection()``: each call takes the next one."""
+
+    def __init__(self, pools: list[AsyncConnectionPool]) -> None:
+        self.pools = pools
+        self._next = itertools.cycle(pools)
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None
+                         ) -> AsyncIterator[AsyncConnection[Any]]:
+        async with next(self._next).connection(timeout=timeout) as conn:
+            yield conn
+
+    def get_stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for pool in self.pools:
+            for key, value in pool.get_stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    async def open(self, wait: bool = False) -> None:
+        for pool in self.pools:
+            await pool.open(wait=wait)
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+
+
+def read_pool(settings: Settings, primary: AsyncConnectionPool
+              ) -> AsyncConnectionPool | ReadPools:
+    """Reads go to the replicas when GRIDGOV_DATABASE_REPLICA_URLS names some, else to the
+    primary's own pool."""
+    urls = settings.database_replica_urls
+    if not urls:
+        return primary
+    pools = [new_pool(settings, url, f"replica-{i}") for i, url in enumerate(urls)]
+    return pools[0] if len(pools) == 1 else ReadPools(pools)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.locate_io import TooMany
+from api.observability import current_request_id
 from gis.errors import CRSError, GisError
 from layers.auth import BadCredentials
 from layers.edits import Forbidden
@@ -54,6 +55,9 @@ STATUS: tuple[tuple[type[Exception], int, str], ...] = (
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    rid = current_request_id()
+    if rid is not None:
+        body.setdefault("request_id", rid)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 

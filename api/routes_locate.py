@@ -43,7 +43,7 @@ async def get_locate(
 ) -> dict[str, Any]:
     x, y = to_storage(lon, lat, crs)
     officer = await optional_principal(request, "officer")
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         answer = await locate(conn, x, y, at or dt.date.today(), with_phone=officer is not None)
         if officer is not None and answer.get("worker"):  # personal data: every read logged
@@ -86,7 +86,7 @@ async def post_locate(
     points = locate_io.parse(await request.body(), request.headers.get("content-type", ""))
     lons, lats = to_storage_many(points.xs, points.ys, crs)
     when = at or dt.date.today()
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         generation = await generation_at(conn, when)
 
@@ -115,7 +115,8 @@ async def post_locate(
         f"{MAX_RADIUS_M:.0f} m, `limit` at most {MAX_LIMIT}; `layers` is a comma-separated "
         f"list from: {', '.join(NEARBY_LAYERS)}."
     ),
-    responses={400: {"description": "bad coordinates, radius, limit or layer"}},
+    responses={200: {"content": {"application/geo+json": {}}},
+               400: {"description": "bad coordinates, radius, limit or layer"}},
 )
 async def get_nearby(
     request: Request,
@@ -130,7 +131,7 @@ async def get_nearby(
 ) -> JSONResponse:
     x, y = to_storage(lon, lat, crs)
     names = [n.strip() for n in layers.split(",") if n.strip()]
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: AsyncConnectionPool = request.app.state.read_pool
     async with pool.connection() as conn:
         features = await nearby(conn, x, y, radius, names, limit)
     body = {

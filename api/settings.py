@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -27,6 +30,9 @@ class Settings(BaseSettings):
     )
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=8, ge=1)
+    pool_timeout: float = Field(
+        default=5.0, gt=0, le=120,
+        description="Seconds a request waits for a pooled connection (and to connect).")
     seed: int = 2023
     surface_model: Path | None = Field(
         default=None,
@@ -34,6 +40,34 @@ class Settings(BaseSettings):
         "coverage; default <data_dir>/dsm.tif, written with the demo town.",
     )
 
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs links and tokens; in development a generated one is kept in "
+        "<data_dir>/secret_key (mode 0600); required (32+ characters) in production.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (comma-separated or JSON list); none: CORS off.",
+    )
+    statement_timeout_ms: int = Field(
+        default=5000, ge=100, le=600_000,
+        description="Longest statement a request may run (reads and writes) before it is "
+        "cancelled with a 504 problem.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest request body accepted (413 beyond); routes may accept less.")
+    database_replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Streaming replicas for reads (comma-separated or JSON list).",
+    )
+    debug_headers: bool = Field(
+        default=False,
+        description="Add Gridgov-Read-Replica (pg_is_in_recovery of the read pool) to "
+        "/readyz; refused in production.",
+    )
+    log_json: bool = Field(default=True, description="One JSON line per request and log "
+                           "record on stderr.")
     intake_limit: int = Field(
         default=30, ge=1, description="Public intake: reports per client (IP address for "
         "anonymous reporters, account for residents) per window.")
@@ -57,3 +91,80 @@ class Settings(BaseSettings):
                                                "postgresql+psycopg://")):
             raise ValueError("GRIDGOV_DATABASE_URL must be a postgresql:// URL")
         return v
+
+    @field_validator("cors_origins", "database_replica_urls", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str) and not v.lstrip().startswith("["):
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _replica_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            cls._pg_url(url)
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+                raise ValueError(f"CORS origin {origin!r} is not an http(s) origin")
+        return v
+
+
+# Passwords and keys that are nobody's secret: shipped in examples, guessed first.
+DEFAULT_SECRETS = frozenset({"", "postgres", "gridgov", "password", "secret", "changeme",
+                             "change-me", "admin", "x", "test", "dev", "development"})
+SECRET_FILE = "secret_key"
+
+
+class InsecureSettings(ValueError):
+    """Settings that must not run outside development (default secrets, debug headers)."""
+
+
+def check_production(settings: Settings) -> None:
+    """Refuse default secrets and debug switches when ``env`` is production."""
+    if settings.env != "production":
+        return
+    faults = []
+    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    if len(key) < 32 or key.lower() in DEFAULT_SECRETS:
+        faults.append("GRIDGOV_SECRET_KEY must be set to a random value of 32+ characters")
+    urls = ([settings.database_url] if settings.database_url else []) + list(
+        settings.database_replica_urls)
+    if not settings.database_url:
+        faults.append("GRIDGOV_DATABASE_URL must be set (the local cluster is for development)")
+    for url in urls:
+        password = urlsplit(url).password
+        if password is None or password.lower() in DEFAULT_SECRETS or len(password) < 12:
+            faults.append(f"database password of {url.rsplit('@', 1)[-1]} is missing, a "
+                          "default or shorter than 12 characters")
+    if settings.debug_headers:
+        faults.append("GRIDGOV_DEBUG_HEADERS must be off")
+    if "*" in settings.cors_origins:
+        faults.append("GRIDGOV_CORS_ORIGINS must name origins, not '*'")
+    if faults:
+        raise InsecureSettings("refusing to start with GRIDGOV_ENV=production: "
+                               + "; ".join(faults))
+
+
+def secret_key(settings: Settings) -> str:
+    """The configured key; outside production, one generated once into the data directory
+    (mode 0600) so that links keep working across restarts."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    check_production(settings)
+    path = settings.data_dir / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key

@@ -192,6 +192,41 @@ class LocalCluster:
         self._pg_ctl("stop", "-m", mode, "-w")
         return True
 
+    def standby(self, datadir: Path, port: int, timeout: float = 120.0) -> LocalCluster:
+        """A streaming-replication standby of this running cluster, in ``datadir`` on
+        ``port``: ``pg_basebackup -R`` (which writes ``primary_conninfo`` and
+        ``standby.signal``), then its own port and socket directory.  It shares this
+        cluster's passwords (its password file is a copy).  Not started."""
+        replica = LocalCluster(datadir=datadir, port=port, bindir=self.bindir)
+        if replica.initialised:
+            raise ClusterError(f"{datadir} already holds a cluster")
+        datadir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.password_file, replica.password_file)
+        os.chmod(replica.password_file, 0o600)
+        datadir.mkdir(parents=True, exist_ok=True)
+        os.chmod(datadir, 0o700)
+        user = _run_as()
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            os.chown(datadir, pw.pw_uid, pw.pw_gid)
+            replica.logfile.touch()
+            os.chown(replica.logfile, pw.pw_uid, pw.pw_gid)
+        argv = self._cmd([str(self.bindir / "pg_basebackup"), "-D", str(datadir), "-R",
+                          "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", str(self.port),
+                          "-U", SUPERUSER, "-w"])
+        env = {**os.environ, "PGPASSWORD": self.password}  # never on a command line
+        res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+        if res.returncode != 0:
+            raise ClusterError(f"pg_basebackup failed: {res.stderr.strip()}")
+        with (datadir / "postgresql.auto.conf").open("a") as fh:
+            fh.write(
+                "\n# the standby's own, written by gridgov\n"
+                f"port = {port}\n"
+                f"unix_socket_directories = '{datadir}'\n"
+                "hot_standby = on\n"
+            )
+        return replica
+
     def destroy(self) -> None:
         """Stop and delete the cluster and its password and log files."""
         self.stop(mode="immediate")

@@ -40,6 +40,16 @@ def libpq_url(url: str) -> str:
 SESSION_OPTIONS = "-c jit=off"
 
 
+def session_options(statement_timeout_ms: int | None = None) -> str:
+    """:data:`SESSION_OPTIONS`, plus a ``statement_timeout`` when given (the server's
+    request paths: a statement running longer is cancelled, ``QueryCanceled``)."""
+    if statement_timeout_ms is None:
+        return SESSION_OPTIONS
+    if not isinstance(statement_timeout_ms, int) or statement_timeout_ms <= 0:
+        raise ValueError(f"statement timeout must be a positive integer: {statement_timeout_ms}")
+    return f"{SESSION_OPTIONS} -c statement_timeout={statement_timeout_ms}"
+
+
 def connect(url: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
     kwargs.setdefault("options", SESSION_OPTIONS)
     try:
