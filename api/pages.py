@@ -202,7 +202,7 @@ async def event_page(request: Request, event_id: str, t: str | None = None) -> R
     try:
         async with _pool(request).connection() as conn:
             ev = await events.get(conn, int(event_id))
-            photos = [p for p in await events.photos_of(conn, int(event_id))]
+            photos = await events.photos_of(conn, int(event_id))
             grid = await maps.micro_grid_by_id(conn, await maps.event_grid_id(conn, ev["id"]))
             lon, lat = ev["location"]["lon"], ev["location"]["lat"]
             cams = await nearby.nearby(conn, lon, lat, CAMERA_RADIUS_M, ["cameras"], 50)
@@ -218,7 +218,7 @@ async def event_page(request: Request, event_id: str, t: str | None = None) -> R
     _nearby_layers(m, cams, hps)
     spot = folium.Marker((lat, lon), tooltip=title).add_to(m)
     fig.html.add_child(Element(_env.get_template("page_event.html").render(
-        ev=ev, photos=[p for p in photos if p["stage"] != "verify"], root=root,
+        ev=ev, photos=photos, root=root,
         nav=navigation(lon, lat, title), grid=grid["properties"], cameras=len(cams),
         high_points=len(hps))))
     m.add_child(_Script(root, "gridgovPhone",

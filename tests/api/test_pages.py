@@ -204,7 +204,8 @@ def test_cli_prints_a_link_that_opens(site: str, town: dict[str, Any],
     assert bad.exit_code == 2 and "no link kind" in bad.output
 
 
-def test_refused_links_show_no_personal_data(site: str, town: dict[str, Any]) -> None:
+def test_refused_links_show_no_personal_data(browser: Any, site: str,
+                                            town: dict[str, Any]) -> None:
     eid = town["event"]
     expired = links.url("", SECRET, "e", eid, 1, now=dt.datetime.now(dt.UTC)
                         - dt.timedelta(hours=3))
@@ -221,6 +222,17 @@ def test_refused_links_show_no_personal_data(site: str, town: dict[str, Any]) ->
         assert "leaflet" not in r.text and str(town["grid"]) not in r.text
     r = httpx.get(site + good)
     assert r.status_code == 200
+    for path, status, name in [(expired, 410, "phone-expired"),
+                               (forged_other_event, 403, "phone-forged")]:
+        v = Visit(browser, site + path, PHONE)
+        try:  # what a phone shows: a plain refusal, no map, nothing fetched but the page
+            assert v.response.status == status
+            assert v.page.locator(".leaflet-container").count() == 0
+            assert v.page.locator("h1").inner_text() in ("链接已过期", "链接无效")
+            assert len(v.requests) == 1
+            v.shoot(name, keep=name == "phone-expired")
+        finally:
+            v.close()
     assert httpx.get(site + "/m/g/NOPE").status_code == 404
     assert httpx.get(site + "/m/e/abc?t=x").status_code == 404
 
@@ -306,8 +318,8 @@ def test_screen_fills_the_wall_and_refreshes(browser: Any, site: str,
         assert data["open"] == town["live"] and sum(data["by_state"].values()) == town["live"]
         assert int(v.page.locator("#open").inner_text()) == town["live"]
         assert int(v.page.locator("#overdue-count").inner_text()) == data["overdue_count"]
-        assert v.page.locator("#communities tr").count() == min(12, len(data["communities"]))
-        assert v.page.locator("#overdue li").count() == min(12, len(data["overdue"]))
+        assert v.page.locator("#communities tr").count() == min(10, len(data["communities"]))
+        assert v.page.locator("#overdue li").count() == min(8, len(data["overdue"]))
         red = sum(1 for c in data["grids"].values() if c[1] > 0)
         fills = [grids.nth(i).get_attribute("fill") for i in range(town["grids"])]
         assert fills.count("#cf1322") == red
@@ -320,6 +332,9 @@ def test_screen_fills_the_wall_and_refreshes(browser: Any, site: str,
         side = v.page.locator("#side").bounding_box()
         assert side and side["x"] + side["width"] <= WALL["width"] + 1
         assert v.page.evaluate("document.documentElement.scrollHeight") <= WALL["height"]
+        # the side panel holds everything without scrolling
+        assert v.page.evaluate("(e => e.scrollHeight <= e.clientHeight)"
+                               "(document.getElementById('side'))")
         v.page.click("#coverage")
         v.shoot("screen")
     finally:
@@ -377,3 +392,12 @@ def test_worker_accepts_and_handles_with_a_photo(browser: Any, event_town: Any,
         ev = httpx.get(f"{base}/api/v1/events/{eid}").json()
         assert ev["state"] == "handled"
         assert [p["stage"] for p in ev["photos"]] == ["after"]
+        v = Visit(browser, m.group(1), PHONE)
+        try:  # the page now shows the after photo (the public copy, served by us)
+            img = v.page.locator(".photos img")
+            assert img.count() == 1
+            v.page.wait_for_function("document.querySelector('.photos img').complete")
+            assert v.page.evaluate("document.querySelector('.photos img').naturalWidth") == 64
+            local_only(v.requests, base)
+        finally:
+            v.close()

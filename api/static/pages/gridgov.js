@@ -194,7 +194,7 @@ function gridgovScreen(refs, cfg) {
     });
     var tb = document.getElementById("communities");
     tb.textContent = "";
-    live.communities.slice(0, 12).forEach(function (c) {
+    live.communities.slice(0, 10).forEach(function (c) {
       var tr = el("tr");
       tr.appendChild(el("td", c.name));
       tr.appendChild(el("td", c.open, "n"));
@@ -203,7 +203,7 @@ function gridgovScreen(refs, cfg) {
     });
     var ol = document.getElementById("overdue");
     ol.textContent = "";
-    live.overdue.slice(0, 12).forEach(function (o) {
+    live.overdue.slice(0, 8).forEach(function (o) {
       var li = el("li");
       li.appendChild(el("span", "#" + o.id + " " + o.category + " · " + (o.grid_name || o.grid) + " "));
       li.appendChild(el("b", "超时 " + o.hours + " 小时"));
