@@ -254,6 +254,11 @@ def test_event_page_on_a_phone(browser: Any, site: str, town: dict[str, Any]) ->
         assert v.settle(".gridgov-me", 1) == 1  # the phone's own position
         v.page.wait_for_load_state("networkidle")
         local_only(v.requests, site)
+        assets = v.page.evaluate(
+            "[...document.querySelectorAll('script[src], link[href], img[src]')]"
+            ".map(e => e.src || e.href)")
+        assert assets and all(a.startswith(site + "/") or a.startswith("data:")
+                              for a in assets), assets
         total = sum(v.bytes.values())
         assert total < FIRST_LOAD_LIMIT, f"first load {total} bytes"
         # navigate: Amap GCJ-02, Baidu BD-09, geo: WGS84
