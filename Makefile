@@ -9,7 +9,8 @@ PORT   ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis
+OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis chromium \
+               fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 

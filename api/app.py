@@ -20,6 +20,7 @@ from api import (
     faults,
     observability,
     open311,
+    pages,
     problems,
     routes_events,
     routes_locate,
@@ -75,6 +76,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
+    pages.install(app)  # /m/... phone map pages, /screen, /static/vendor
     observability.install(app, app.state.ogc.jobs_dir / "jobs.json")
     if settings.cors_origins:  # CORS is off unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(default=True, description="One JSON line per request and log "
                            "record on stderr.")
+    pages_require_link: bool = Field(
+        default=False, description="Phone pages of micro-grids and high points, and /screen, "
+        "open only with a signed link (event pages always need one).")
+    link_hours: float = Field(default=72.0, gt=0, le=24 * 90, description="How long the "
+                              "link in a dispatch text message stays valid (hours).")
+    screen_refresh_seconds: int = Field(default=30, ge=2, le=3600, description="How often "
+                                        "/screen fetches /screen/data.json.")
     intake_limit: int = Field(
         default=30, ge=1, description="Public intake: reports per client (IP address for "
         "anonymous reporters, account for residents) per window.")

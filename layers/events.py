@@ -23,7 +23,8 @@ handler: the grid worker who owns the micro-grid, or the category's department.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,11 @@ ACTIONS: Mapping[str, Action] = {a.name: a for a in (
 )}
 # what the level above does: an escalated event is dispatched by an officer
 ESCALATED_DISPATCH = APPROVE
+
+
+SMS_LINK: ContextVar[Callable[[int], str] | None] = ContextVar("sms_link", default=None)
+"""The phone link a dispatch text message carries, made by api/ for the request it serves
+(signing needs the key, which layers/ never holds); unset: the message has no link."""
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -500,7 +506,8 @@ async def _dispatch(
             "INSERT INTO outbox (channel, recipient, body, event_id, dedup_key, created_at, "
             "next_attempt_at) VALUES ('sms', %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (dedup_key) DO NOTHING",
-            (phone, f"【网格通】新派事件#{event_id} {name}，网格{grid}，请于{due_bj}前办结。",
+            (phone, f"【网格通】新派事件#{event_id} {name}，网格{grid}，请于{due_bj}前办结。"
+             + (f" {link(event_id)}" if (link := SMS_LINK.get()) else ""),
              event_id, f"dispatch:{event_id}:{seq}", at, at))
 
 
