@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,37 @@ def demo_town() -> Town:
 def demo_dsm(demo_town: Town, tmp_path_factory: pytest.TempPathFactory) -> SurfaceInfo:
     """The demo town's surface model (2 m DSM GeoTIFF, EPSG:4548), written once per run."""
     return write_dsm(demo_town, tmp_path_factory.mktemp("dsm") / "demo_dsm.tif")
+
+
+# -- a real HTTP server for the clients that need one (GDAL, QGIS, OWSLib, slow requests) --
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def served() -> Callable[[Any], AbstractContextManager[str]]:
+    """``with served(app) as base:``: ``app`` (any ASGI app) under a real uvicorn on a free
+    port in a thread for the block; ``base`` is its ``http://127.0.0.1:<port>``."""
+    return _serve
