@@ -14,8 +14,8 @@ a ``srsname`` in the URI is ignored.  An officer working in EPSG:4548 gets the f
 reprojected by QGIS; ``test_qgis_reprojects_to_gauss_kruger`` checks exactly that, and
 asks the server for EPSG:4548 only if the installed QGIS offers it.
 
-Skipped only when ``/usr/bin/python3`` cannot import ``qgis.core`` (``make os-deps``
-installs ``python3-qgis``).
+Fails when ``/usr/bin/python3`` cannot import ``qgis.core`` (``make os-deps`` installs
+``python3-qgis``): a broken set-up, not a reason to skip.
 """
 
 from __future__ import annotations
