@@ -8,6 +8,8 @@ same features, same counts, same links.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 from pyproj import Transformer
 from starlette.requests import Request
 
@@ -653,3 +656,37 @@ def test_statements_are_composed_once_per_shape(conn: psycopg.Connection[Any]) -
                                 "AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4490))",
                           floors, use, x0, y0, x1, y1)[0]
         assert json.loads(row[0])["numberMatched"] == expected > 0
+
+
+def test_datetime_on_a_timestamp_column(conn: psycopg.Connection[Any]) -> None:
+    """A collection whose time is a timestamp (no published one has it yet: coverage's
+    ``computed_at`` read as if the layer had no generations): a date is the whole UTC
+    day, an instant is exact, open ends are open."""
+    real = engine.load_catalog(conn)["micro_grid_coverage"]
+    layer = dataclasses.replace(
+        real.layer, columns=tuple(c for c in real.layer.columns if c != "generation_id"))
+    coll = dataclasses.replace(real, layer=layer, time="computed_at")
+    assert not coll.generational and coll.types["computed_at"] == "datetime"
+    first, last = conn.execute("SELECT min(computed_at), max(computed_at) "
+                               "FROM micro_grid_coverage").fetchone() or (None, None)
+    assert first is not None and last is not None
+    day = first.astimezone(dt.UTC).date()
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+    cases = {
+        day.isoformat(): ("computed_at >= %s AND computed_at < %s",
+                          midnight, midnight + dt.timedelta(days=1)),
+        f"../{day}": ("computed_at < %s", midnight + dt.timedelta(days=1)),
+        f"../{day - dt.timedelta(days=1)}": ("computed_at < %s", midnight),
+        f"{last.isoformat()}/..": ("computed_at >= %s", last),
+        f"{first.isoformat()}/{first.isoformat()}": ("computed_at = %s", first),
+    }
+    for value, (where, *args) in cases.items():
+        q = engine.parse_items(coll, {"datetime": value, "limit": "1"})
+        statement, values = engine.items_statement(coll, q)
+        row = conn.execute(statement, values).fetchone()
+        assert row is not None
+        count = sql.SQL("SELECT count(*) FROM micro_grid_coverage WHERE {}").format(sql.SQL(where))
+        expected = conn.execute(count, args).fetchone()
+        assert expected is not None
+        assert json.loads(row[0])["numberMatched"] == expected[0], value
+    assert column(conn, "SELECT count(*) FROM micro_grid_coverage")[0] > 0
