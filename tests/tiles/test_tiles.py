@@ -496,3 +496,16 @@ def test_qgis_draws_a_vector_tile_layer_from_the_tilejson(
                and t.bounds[1] < (y0 + y1) / 2 < t.bounds[3] for t in asked)
     ocean = tile_at(-150.0, -40.0, 14)
     assert draw(ocean.bounds)["painted"] == 0  # 204s draw nothing
+
+
+def test_the_app_openapi_describes_the_tile_address(client: TestClient) -> None:
+    """The tile routes read their address by hand; the document still names it."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/ogc/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/"
+                 "{tileRow}/{tileCol}",
+                 "/ogc/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"):
+        listed = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert listed["tileMatrix"]["schema"] == {"type": "integer", "minimum": 0,
+                                                  "maximum": MAX_ZOOM}
+        assert listed["tileRow"]["in"] == listed["tileCol"]["in"] == "path"
+        assert listed["f"]["schema"]["enum"] == ["mvt"]
