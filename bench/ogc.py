@@ -288,7 +288,7 @@ def statements(conn: psycopg.Connection[Any], case: Case, queries: Sequence[Quer
             else:
                 stmt, values = engine.item_statement(coll, q.fid, engine.CRS84,
                                                      _item_links(base, q.fid))
-            out[q.i] = (stmt.as_bytes(conn), values)
+            out[q.i] = (stmt, values)  # bytes: composed once per shape
     else:
         tileset = mvt.collection_tileset(COLLECTION)
         for q in queries:

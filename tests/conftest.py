@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,37 @@ def events_db_url(cluster: LocalCluster, admin_url: str, template_db: str) -> st
 
     asyncio.run(go())
     return url
+
+
+# -- a real HTTP server for the clients that need one (GDAL, QGIS, OWSLib, slow requests) --
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def served() -> Callable[[Any], AbstractContextManager[str]]:
+    """``with served(app) as base:``: ``app`` (any ASGI app) under a real uvicorn on a free
+    port in a thread for the block; ``base`` is its ``http://127.0.0.1:<port>``."""
+    return _serve

@@ -35,6 +35,7 @@ from starlette.responses import Response
 
 from api.ogc import tiles as ogc_tiles
 from api.ogc import transactions
+from api.ogc.openapi import describe as describe_openapi
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -115,9 +116,10 @@ class OgcService:
             if root in self._apis:
                 self._apis.move_to_end(root)
                 return self._apis[root]
-        complete = self.catalog() is not None
+        catalog = self.catalog()
+        complete = catalog is not None
         openapi = get_oas(self.config(root))  # ~40 ms: once per base URL
-        _declare_limit(openapi)
+        describe_openapi(openapi, catalog)  # what our routes accept (cursor, filter ...)
         api = API(self.config(root), openapi)
         api.manager = self.manager  # one job manager, whatever the base URL
         # pygeoapi 0.21 renders the TileMatrixSets pages with the whole configuration as
@@ -357,24 +359,3 @@ def _database_name(url: str) -> str:
     """A file-system-safe name for the database ``url`` points at (its jobs live apart)."""
     name = urlsplit(url).path.lstrip("/") or "default"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def _declare_limit(openapi: dict[str, Any]) -> None:
-    """``limit`` as a shared parameter with its maximum, where QGIS 3.22 looks for it.
-
-    QGIS's OAPIF provider reads the page size only from ``components.parameters.limit``;
-    pygeoapi writes ``limit`` inside each items path, so QGIS fell back to 100 per page.
-    """
-    from layers.features import DEFAULT_LIMIT, MAX_LIMIT
-
-    openapi.setdefault("components", {}).setdefault("parameters", {})["limit"] = {
-        "name": "limit",
-        "in": "query",
-        "description": f"Features per page, at most {MAX_LIMIT:,} (more is read as the "
-                       "maximum); follow the next link for the rest.",
-        "required": False,
-        "style": "form",
-        "explode": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                   "default": DEFAULT_LIMIT},
-    }

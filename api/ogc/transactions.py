@@ -10,10 +10,12 @@ order.  Every write needs a bearer token of an officer (:mod:`api.auth`).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import principal
@@ -80,32 +82,35 @@ async def create_item(request: Request, collection_id: str) -> JSONResponse:
                         headers={"Location": where})
 
 
-@router.put("/ogc/collections/{collection_id}/items/{feature_id}", status_code=204,
-            summary="Replace a feature (officers)", response_model=None)
-async def replace_item(request: Request, collection_id: str, feature_id: str) -> Response:
+Edit = Callable[[AsyncConnection[Any], str, int, Any, int, bool], Awaitable[None]]
+
+
+async def _edit(request: Request, collection_id: str, feature_id: str, edit: Edit,
+                create: bool) -> Response:
+    """PUT and PATCH: an officer's ``edit`` (``edits.replace`` / ``edits.update``) of one
+    feature with the request's body in its ``Content-Crs``; ``create``: the layer must
+    take whole features (PUT), not only changes of some columns."""
     await principal(request, "officer")
     fid = _fid(feature_id)
-    edits.writable_layer(collection_id, create=True)
+    edits.writable_layer(collection_id, create=create)
     doc = await _body(request)
     srid, swap = _crs(request)
     pool: AsyncConnectionPool = request.app.state.pool
     async with pool.connection() as conn:
-        await edits.replace(conn, collection_id, fid, doc, srid, swap)
+        await edit(conn, collection_id, fid, doc, srid, swap)
     return Response(status_code=204)
+
+
+@router.put("/ogc/collections/{collection_id}/items/{feature_id}", status_code=204,
+            summary="Replace a feature (officers)", response_model=None)
+async def replace_item(request: Request, collection_id: str, feature_id: str) -> Response:
+    return await _edit(request, collection_id, feature_id, edits.replace, create=True)
 
 
 @router.patch("/ogc/collections/{collection_id}/items/{feature_id}", status_code=204,
               summary="Change some properties of a feature (officers)", response_model=None)
 async def update_item(request: Request, collection_id: str, feature_id: str) -> Response:
-    await principal(request, "officer")
-    fid = _fid(feature_id)
-    edits.writable_layer(collection_id)
-    doc = await _body(request)
-    srid, swap = _crs(request)
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
-        await edits.update(conn, collection_id, fid, doc, srid, swap)
-    return Response(status_code=204)
+    return await _edit(request, collection_id, feature_id, edits.update, create=False)
 
 
 @router.delete("/ogc/collections/{collection_id}/items/{feature_id}", status_code=204,

@@ -8,6 +8,8 @@ same features, same counts, same links.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 from pyproj import Transformer
 from starlette.requests import Request
 
@@ -593,3 +596,99 @@ def test_coverage_is_a_collection_an_officer_can_colour_by(
     (code,) = conn.execute("SELECT code FROM micro_grid_coverage "
                            "ORDER BY covered_fraction, id LIMIT 1").fetchone()
     assert worst["properties"]["code"] == code
+
+
+def test_openapi_describes_what_the_items_paths_accept(client: TestClient,
+                                                       conn: psycopg.Connection[Any]) -> None:
+    """/ogc/openapi lists our parameters on every items path (pygeoapi's document lacks
+    them), refers to no file elsewhere for them, and what it declares is accepted."""
+    doc = client.get("/ogc/openapi", params={"f": "json"}).json()
+    shared = doc["components"]["parameters"]
+    catalog = engine.load_catalog(conn)
+    for cid, coll in catalog.items():
+        listed = doc["paths"][f"/collections/{cid}/items"]["get"]["parameters"]
+        names = {p["$ref"].rsplit("/", 1)[-1] if "$ref" in p else p["name"] for p in listed}
+        assert {"limit", "offset", "cursor", "bbox", "bbox-crs", "crs", "properties", "sortby",
+                "filter", "filter-lang", "filter-crs", *coll.layer.columns} <= names, cid
+        assert ("datetime" in names) == coll.temporal, cid
+        assert not [p for p in listed if p.get("$ref", "#").startswith("http")], cid
+    assert shared["limit"]["schema"]["maximum"] == engine.MAX_LIMIT
+    for crs in shared["crs"]["schema"]["enum"]:
+        assert items(client, "cameras", limit=1, crs=crs)["numberReturned"] == 1
+    for fcrs in shared["filter-crs"]["schema"]["enum"]:
+        items(client, "cameras", limit=1, filter="kind = 'dome'", **{"filter-crs": fcrs})
+    texts = {"cql2-text": "kind = 'dome'",
+             "cql2-json": json.dumps({"op": "=", "args": [{"property": "kind"}, "dome"]})}
+    for lang in shared["filter-lang"]["schema"]["enum"]:
+        page = items(client, "cameras", limit=5, filter=texts[lang], **{"filter-lang": lang})
+        assert {f["properties"]["kind"] for f in page["features"]} == {"dome"}
+    first = items(client, "cameras", limit=5, sortby="-code")
+    cursor = parse_qs(urlsplit(link(first, "next") or "").query)["cursor"][0]
+    assert re.fullmatch(shared["cursor"]["schema"]["pattern"], cursor)
+    after = items(client, "cameras", limit=5, sortby="-code", offset=5, cursor=cursor)
+    assert after["features"][0]["properties"]["code"] < first["features"][-1]["properties"]["code"]
+    # and what it does not declare is refused
+    for bad in ({"filter": "kind = 'dome'", "filter-lang": "cql-text"}, {"crs": "EPSG:2000"},
+                {"filter": "kind = 'dome'", "filter-crs": EPSG.format(2000)}):
+        r = client.get("/ogc/collections/cameras/items", params=bad)
+        assert r.status_code == 400, bad
+
+
+def test_statements_are_composed_once_per_shape(conn: psycopg.Connection[Any]) -> None:
+    """Requests that differ only in values send the same statement bytes (composed once,
+    kept), with the values bound; a filter text seen before is not parsed again."""
+    coll = engine.load_catalog(conn)["buildings"]
+    one = {"limit": "10", "bbox": "117.99,36.76,118.0,36.77",
+           "filter": "floors >= 2 AND use = 'rural_residential'"}
+    two = {"limit": "50", "bbox": "118.0,36.7,118.04,36.8",
+           "filter": "floors >= 3 AND use = 'residential'"}
+    a, b = engine.parse_items(coll, one), engine.parse_items(coll, two)
+    (sa, va), (sb, vb) = engine.items_statement(coll, a), engine.items_statement(coll, b)
+    assert sa is sb and va != vb
+    assert engine.parse_items(coll, dict(one)).filter is a.filter
+    other = engine.parse_items(coll, {**one, "filter": "floors >= 2.5 AND use = 'industrial'"})
+    assert engine.items_statement(coll, other)[0] != sa  # a float is another cast
+    assert engine.items_statement(coll, engine.parse_items(coll, {"limit": "10"}))[0] != sa
+    for statement, values, (x0, y0, x1, y1), floors, use in (
+            (sa, va, (117.99, 36.76, 118.0, 36.77), 2, "rural_residential"),
+            (sb, vb, (118.0, 36.7, 118.04, 36.8), 3, "residential")):
+        row = conn.execute(statement, values).fetchone()
+        assert row is not None
+        expected = column(conn, "SELECT count(*) FROM buildings WHERE floors >= %s AND use = %s "
+                                "AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4490))",
+                          floors, use, x0, y0, x1, y1)[0]
+        assert json.loads(row[0])["numberMatched"] == expected > 0
+
+
+def test_datetime_on_a_timestamp_column(conn: psycopg.Connection[Any]) -> None:
+    """A collection whose time is a timestamp (no published one has it yet: coverage's
+    ``computed_at`` read as if the layer had no generations): a date is the whole UTC
+    day, an instant is exact, open ends are open."""
+    real = engine.load_catalog(conn)["micro_grid_coverage"]
+    layer = dataclasses.replace(
+        real.layer, columns=tuple(c for c in real.layer.columns if c != "generation_id"))
+    coll = dataclasses.replace(real, layer=layer, time="computed_at")
+    assert not coll.generational and coll.types["computed_at"] == "datetime"
+    first, last = conn.execute("SELECT min(computed_at), max(computed_at) "
+                               "FROM micro_grid_coverage").fetchone() or (None, None)
+    assert first is not None and last is not None
+    day = first.astimezone(dt.UTC).date()
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+    cases = {
+        day.isoformat(): ("computed_at >= %s AND computed_at < %s",
+                          midnight, midnight + dt.timedelta(days=1)),
+        f"../{day}": ("computed_at < %s", midnight + dt.timedelta(days=1)),
+        f"../{day - dt.timedelta(days=1)}": ("computed_at < %s", midnight),
+        f"{last.isoformat()}/..": ("computed_at >= %s", last),
+        f"{first.isoformat()}/{first.isoformat()}": ("computed_at = %s", first),
+    }
+    for value, (where, *args) in cases.items():
+        q = engine.parse_items(coll, {"datetime": value, "limit": "1"})
+        statement, values = engine.items_statement(coll, q)
+        row = conn.execute(statement, values).fetchone()
+        assert row is not None
+        count = sql.SQL("SELECT count(*) FROM micro_grid_coverage WHERE {}").format(sql.SQL(where))
+        expected = conn.execute(count, args).fetchone()
+        assert expected is not None
+        assert json.loads(row[0])["numberMatched"] == expected[0], value
+    assert column(conn, "SELECT count(*) FROM micro_grid_coverage")[0] > 0

@@ -10,49 +10,28 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from psycopg import sql
 
 from api.app import create_app
 from api.settings import Settings
-from layers.cluster import free_port
 from layers.registry import LAYERS
 
+Served = Callable[[Any], AbstractContextManager[str]]  # the `served` fixture (conftest)
 BOX = (117.99, 36.76, 118.04, 36.80)  # a part of the demo town (CRS84)
 CURRENT = "generation_id = (SELECT id FROM grid_generations WHERE valid_to IS NULL)"
 
 
-@contextmanager
-def served(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
-def ogc(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ogc(db_url: str, tmp_path_factory: pytest.TempPathFactory, served: Served
+        ) -> Iterator[str]:
     """The OGC API root of a real server on the shared database."""
     app = create_app(Settings(env="test", data_dir=tmp_path_factory.mktemp("gdal")), db_url)
     with served(app) as base:
@@ -160,3 +139,55 @@ def test_owslib_features(ogc: str, conn: psycopg.Connection[Any]) -> None:
     assert one["properties"] == page["features"][0]["properties"]
     queryables = client.collection_queryables("cameras")["properties"]
     assert {"geometry", *LAYERS["cameras"].columns} == set(queryables)
+
+
+def test_owslib_follows_next_links_through_a_box(ogc: str, conn: psycopg.Connection[Any]
+                                                 ) -> None:
+    """OWSLib's Features client pages through the cameras in a box as a client does: the
+    query of each page's ``next`` link (offset and keyset cursor) as the next call's."""
+    from owslib.ogcapi.features import Features
+
+    rows = conn.execute(
+        "SELECT id FROM cameras WHERE ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, "
+        "4490)) ORDER BY id", BOX).fetchall()
+    expected = [r[0] for r in rows]
+    limit = len(expected) // 3 + 1  # three pages, the last one short
+    client = Features(ogc, timeout=30)
+    params: dict[str, Any] = {"limit": limit, "bbox": list(BOX)}
+    seen: list[int] = []
+    cursors = 0
+    for _ in range(10):
+        page = client.collection_items("cameras", **params)
+        assert page["numberMatched"] == len(expected)
+        assert page["numberReturned"] == len(page["features"]) <= limit
+        seen += [f["id"] for f in page["features"]]
+        following = [x["href"] for x in page["links"] if x["rel"] == "next"]
+        if not following:
+            break
+        query = {k: v[0] for k, v in parse_qs(urlsplit(following[0]).query).items()}
+        cursors += "cursor" in query
+        # OWSLib joins a bbox list itself: give it back the numbers
+        params = {**query, "bbox": [float(v) for v in query["bbox"].split(",")]}
+    assert seen == expected
+    assert cursors == 2  # two next links, both keyset reads
+
+
+def test_owslib_reads_what_the_items_paths_accept(ogc: str) -> None:
+    """The OpenAPI document OWSLib finds (the landing page's service-desc) lists our own
+    parameters on the items paths, and a request built from it is answered."""
+    from owslib.ogcapi.features import Features
+
+    client = Features(ogc, timeout=30)
+    doc = client.api()
+    shared = doc["components"]["parameters"]
+    listed = {p["$ref"].rsplit("/", 1)[-1] if "$ref" in p else p["name"]
+              for p in doc["paths"]["/collections/cameras/items"]["get"]["parameters"]}
+    for name in ("cursor", "filter", "filter-lang", "filter-crs", "sortby", "limit"):
+        assert name in listed and shared[name]["in"] == "query", name
+    assert shared["filter-lang"]["schema"]["enum"] == ["cql2-text", "cql2-json"]
+    page = client.collection_items("cameras", limit=3, sortby=("code", "desc"),
+                                   filter="kind = 'dome'",
+                                   **{"filter-lang": shared["filter-lang"]["schema"]["enum"][0]})
+    codes = [f["properties"]["code"] for f in page["features"]]
+    assert codes == sorted(codes, reverse=True) and len(codes) == 3
+    assert {f["properties"]["kind"] for f in page["features"]} == {"dome"}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +21,6 @@ import numpy as np
 import psycopg
 import pytest
 import shapely
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -36,10 +35,10 @@ from api.ogc.processes import (
 )
 from api.settings import Settings
 from gis.chinacrs import wgs84_to_gcj02
-from layers.cluster import free_port
 from layers.errors import InvalidInput
 from layers.registry import LAYERS
 
+Served = Callable[[Any], AbstractContextManager[str]]  # the `served` fixture (conftest)
 PROCESSES_CORE = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core"
 EXECUTE = "/ogc/processes/locate/execution"
 ASYNC = {"Prefer": "respond-async"}
@@ -85,25 +84,6 @@ def wait_for(client: TestClient | httpx.Client, url: str, until: Any, timeout: f
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.02)
-
-
-@contextmanager
-def served(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 # -- the OGC shell --------------------------------------------------------------------
@@ -468,7 +448,8 @@ def test_stopping_the_server_stops_its_jobs(db_url: str, tmp_path: Path) -> None
         assert again.get(url).json()["status"] == "failed"
 
 
-def test_sync_execution_does_not_block_the_event_loop(db_url: str, tmp_path: Path) -> None:
+def test_sync_execution_does_not_block_the_event_loop(db_url: str, tmp_path: Path,
+                                                       served: Served) -> None:
     app = FastAPI()
     service = mount(app, Settings(env="test", data_dir=tmp_path), db_url,
                     processes={"stepper": Stepper})
@@ -497,7 +478,7 @@ def test_sync_execution_does_not_block_the_event_loop(db_url: str, tmp_path: Pat
 
 
 def test_a_real_client_sees_links_to_the_real_server(
-    db_url: str, data_dir: Path, grids: tuple[list[str], np.ndarray]
+    db_url: str, data_dir: Path, grids: tuple[list[str], np.ndarray], served: Served
 ) -> None:
     app = create_app(Settings(env="test", data_dir=data_dir), db_url)
     with served(app) as base, httpx.Client(base_url=base, timeout=30) as http:

@@ -14,8 +14,8 @@ a ``srsname`` in the URI is ignored.  An officer working in EPSG:4548 gets the f
 reprojected by QGIS; ``test_qgis_reprojects_to_gauss_kruger`` checks exactly that, and
 asks the server for EPSG:4548 only if the installed QGIS offers it.
 
-Skipped only when ``/usr/bin/python3`` cannot import ``qgis.core`` (``make os-deps``
-installs ``python3-qgis``).
+Fails when ``/usr/bin/python3`` cannot import ``qgis.core`` (``make os-deps`` installs
+``python3-qgis``): a broken set-up, not a reason to skip.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ import json
 import math
 import os
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +33,12 @@ from urllib.parse import parse_qs
 
 import psycopg
 import pytest
-import uvicorn
 from psycopg import sql
 
 from api.app import create_app
 from api.settings import Settings
-from layers.cluster import free_port
 
+Served = Callable[[Any], AbstractContextManager[str]]  # the `served` fixture (conftest)
 QGIS_PYTHON = "/usr/bin/python3"
 RUN_TIMEOUT = 120  # seconds per QGIS run; a run takes a few seconds
 
@@ -124,25 +121,6 @@ class Recorder:
             self.seen.append((scope["path"], scope["query_string"].decode(), status[0]))
 
 
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="session")  # session: checked before the database is set up
 def qgis_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment for Debian's python3 with QGIS; fails when it cannot import qgis."""
@@ -166,7 +144,7 @@ def qgis_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(db_url: str, tmp_path_factory: pytest.TempPathFactory
+def server(db_url: str, tmp_path_factory: pytest.TempPathFactory, served: Served
            ) -> Iterator[tuple[str, Recorder]]:
     settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("ogc-qgis"))
     recorder = Recorder(create_app(settings, db_url))

@@ -15,17 +15,14 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import mapbox_vector_tile
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from psycopg import sql
 
@@ -33,12 +30,12 @@ import tiles.tilesets
 import tiles.tms
 from api.app import create_app
 from api.settings import Settings
-from layers.cluster import free_port
 from layers.registry import LAYERS
 from tiles import mvt
 from tiles.errors import InvalidTile
 from tiles.tms import MAX_ZOOM, WEB_MERCATOR_QUAD, TileId
 
+Served = Callable[[Any], AbstractContextManager[str]]  # the `served` fixture (conftest)
 CENTRE = (118.02, 36.80)  # the demo town's seat (seed_data.town.CENTRE_LON/LAT)
 MVT_TYPE = "application/vnd.mapbox-vector-tile"
 TILES_CORE = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core"
@@ -424,27 +421,8 @@ print(json.dumps(out))
 """
 
 
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
-def server(db_url: str) -> Iterator[tuple[str, list[str]]]:
+def server(db_url: str, served: Served) -> Iterator[tuple[str, list[str]]]:
     """The app under uvicorn, and the paths of the requests it received."""
     app = create_app(Settings(env="test", data_dir=Path(tempfile.mkdtemp())), db_url)
     paths: list[str] = []
@@ -518,3 +496,16 @@ def test_qgis_draws_a_vector_tile_layer_from_the_tilejson(
                and t.bounds[1] < (y0 + y1) / 2 < t.bounds[3] for t in asked)
     ocean = tile_at(-150.0, -40.0, 14)
     assert draw(ocean.bounds)["painted"] == 0  # 204s draw nothing
+
+
+def test_the_app_openapi_describes_the_tile_address(client: TestClient) -> None:
+    """The tile routes read their address by hand; the document still names it."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/ogc/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/"
+                 "{tileRow}/{tileCol}",
+                 "/ogc/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"):
+        listed = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert listed["tileMatrix"]["schema"] == {"type": "integer", "minimum": 0,
+                                                  "maximum": MAX_ZOOM}
+        assert listed["tileRow"]["in"] == listed["tileCol"]["in"] == "path"
+        assert listed["f"]["schema"]["enum"] == ["mvt"]
