@@ -95,6 +95,7 @@ async def store(
     *, mask_path: str | None = None, who: Principal = DETECTOR,
     evidence: Callable[[Mapping[str, Any]], list[bytes]] | None = None,
     photo_root: Path | None = None, now: dt.datetime | None = None,
+    written: list[str] | None = None,
 ) -> dict[str, Any]:
     """Store a detection (the CRS84 GeoJSON of ``gridgov changes detect``) in the caller's
     transaction; file the suspected illegal new structures as events (category 06001,
@@ -156,6 +157,8 @@ async def store(
             for chip in evidence(f):
                 s = photos.store(photo_root, ev["id"], chip)
                 out["files"] += [s.private_path, s.public_path]
+                if written is not None:  # the caller removes them if the transaction fails
+                    written += [s.private_path, s.public_path]
                 await conn.execute(
                     "INSERT INTO event_photos (event_id, stage, media_type, bytes, sha256, "
                     "private_path, public_path, uploaded_by) VALUES (%s, 'report', %s, %s, %s, "

@@ -1,0 +1,53 @@
+"""``gridgov changes detect --commit`` (and the OGC process): store a detection, file the
+suspected illegal structures as events with before/after chips as evidence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from api.settings import Settings
+from layers import db
+
+
+def commit(settings: Settings, url: str, before: Path, after: Path, doc: Mapping[str, Any],
+           mask: Path | None = None) -> dict[str, Any]:
+    """Store ``doc`` (the CRS84 GeoJSON of a detection of ``before`` → ``after``) in one
+    transaction; files written for evidence are removed again if it fails."""
+    from gis.chips import chip
+    from gis.errors import GisError
+    from layers import changes, photos
+
+    props = doc.get("properties") or {}
+    key = changes.pair_key(before, after, str(props.get("method", "?")),
+                           bool(props.get("with_dsm")))
+    root = settings.photos_dir
+
+    def evidence(feature: Mapping[str, Any]) -> list[bytes]:
+        import shapely.geometry
+
+        b = shapely.geometry.shape(feature["geometry"]).bounds
+        out = []
+        for path in (before, after):
+            try:
+                out.append(chip(path, b))
+            except GisError:
+                continue
+        return out
+
+    async def run() -> dict[str, Any]:
+        written: list[str] = []
+        async with await db.aconnect(url) as conn:
+            try:
+                async with conn.transaction():
+                    return await changes.store(
+                        conn, key, before.name, after.name, doc,
+                        mask_path=str(mask) if mask else None, evidence=evidence,
+                        photo_root=root, written=written)
+            except BaseException:
+                photos.remove(root, *written)
+                raise
+
+    return asyncio.run(run())
