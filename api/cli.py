@@ -314,9 +314,10 @@ def token_list() -> None:
 
 
 def _register_subcommands() -> None:
-    from api import cli_grid
+    from api import cli_changes, cli_grid
 
     app.add_typer(cli_grid.grid_app, name="grid")
+    app.add_typer(cli_changes.changes_app, name="changes")
 
 
 _register_subcommands()

@@ -33,6 +33,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import rasterio.shutil
 import shapely
 from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import rasterize, shapes
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -291,7 +292,7 @@ def _vrt(src: rasterio.DatasetReader, plan: Plan, shifted: bool,
          resampling: Resampling = Resampling.bilinear) -> WarpedVRT:
     t = plan.before.affine
     if shifted:
-        t = t * Affine.translation(*plan.shift)
+        t = t @ Affine.translation(*plan.shift)
     has_alpha = ColorInterp.alpha in src.colorinterp
     return WarpedVRT(
         src,
@@ -390,7 +391,7 @@ def _overlap(before: RasterInfo, other: RasterInfo, what: str) -> tuple[int, int
                              input=what) from exc
     inv = ~before.affine
     xs, ys = (ob[0], ob[2], ob[0], ob[2]), (ob[1], ob[1], ob[3], ob[3])
-    cols, rows = zip(*(inv * (x, y) for x, y in zip(xs, ys, strict=True)), strict=True)
+    cols, rows = zip(*(inv @ (x, y) for x, y in zip(xs, ys, strict=True)), strict=True)
     c0 = max(0, math.floor(min(cols)))
     r0 = max(0, math.floor(min(rows)))
     c1 = min(before.width, math.ceil(max(cols)))
@@ -626,9 +627,11 @@ def detect_tile(spec: TileSpec) -> TileResult:
     if count:
         stats = object_stats(labels, count, core_cues)
         geoms: dict[int, list[shapely.Geometry]] = {}
-        for geojson, value in shapes(labels, mask=labels > 0, connectivity=4,
-                                     transform=Affine.translation(c, r)):
-            geoms.setdefault(int(value), []).append(shapely.geometry.shape(geojson))
+        with warnings.catch_warnings():  # the tile at (0, 0) has an identity transform
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            for geojson, value in shapes(labels, mask=labels > 0, connectivity=4,
+                                         transform=Affine.translation(c, r)):
+                geoms.setdefault(int(value), []).append(shapely.geometry.shape(geojson))
         for lab_id in range(1, count + 1):
             parts = geoms.get(lab_id, [])
             geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
@@ -806,7 +809,7 @@ def write_mask(plan: Plan, objects: list[ChangeObject], path: str | Path) -> Pat
     1 new structure, 2 removed structure, 3 other), written block by block."""
     path = Path(path)
     c0, r0, w, h = plan.work
-    transform = plan.before.affine * Affine.translation(c0, r0)
+    transform = plan.before.affine @ Affine.translation(c0, r0)
     geoms = [o.pixel_geometry for o in objects]
     values = [MASK_VALUES[o.kind] for o in objects]
     tree = shapely.STRtree(geoms)
