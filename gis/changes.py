@@ -292,20 +292,31 @@ def pixel_classes(cues: Cues) -> np.ndarray:
 
 
 def clean(classes: np.ndarray, open_px: int, close_px: int) -> np.ndarray:
-    """Opening then closing of each class on its own (a class map in, one out).
+    """Opening then closing of each class on its own (a class map in, one out), with
+    square structuring elements of side ``2 r + 1`` (separable min/max filters: the
+    same answer as binary morphology, several times faster).
 
     New and removed structures are cleaned first and keep their pixels; *other* fills
     only what they leave.
+
+    >>> m = np.zeros((9, 9), np.uint8); m[2:7, 2:7] = PixelClass.NEW; m[0, 8] = 1
+    >>> int((clean(m, 1, 1) == PixelClass.NEW).sum())  # the lone pixel goes
+    25
     """
     out = np.zeros_like(classes)
-    so, sc = disk(open_px), disk(close_px)
     for cls in (PixelClass.NEW, PixelClass.REMOVED, PixelClass.OTHER):
-        m = classes == cls
+        m = (classes == cls).view(np.uint8)
+        if not m.any():
+            continue
         if open_px > 0:
-            m = ndimage.binary_opening(m, structure=so)
+            size = 2 * open_px + 1
+            m = ndimage.maximum_filter(ndimage.minimum_filter(m, size=size, mode="nearest"),
+                                       size=size, mode="nearest")
         if close_px > 0:
-            m = ndimage.binary_closing(m, structure=sc, border_value=0)
-        out[m & (out == 0)] = cls
+            size = 2 * close_px + 1
+            m = ndimage.minimum_filter(ndimage.maximum_filter(m, size=size, mode="nearest"),
+                                       size=size, mode="nearest")
+        out[(m > 0) & (out == 0)] = cls
     return out
 
 

@@ -57,6 +57,7 @@ from gis.changes import (
     CLOSE_M,
     IDENTITY,
     KINDS,
+    MMU_M2,
     OPEN_M,
     PixelClass,
     Radiometry,
@@ -82,6 +83,7 @@ COREG_WINDOWS = 9
 COREG_SIZE = 512
 MAX_SHIFT_M = 5.0  # a larger apparent shift is not believed: no shift is applied
 METHODS = ("cva", "difference")
+OTHER_SIMPLIFY_PX = 0.75  # outlines of "other" objects are simplified by this much
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
 
@@ -623,25 +625,35 @@ def detect_tile(spec: TileSpec) -> TileResult:
             labels[sel] = lab[sel] + (len(label_cls) - 1)
             label_cls += [int(cls)] * n
     count = len(label_cls) - 1
-    pieces: list[Piece] = []
+    geoms: dict[int, list[shapely.Geometry]] = {}
     if count:
         stats = object_stats(labels, count, core_cues)
-        geoms: dict[int, list[shapely.Geometry]] = {}
         with warnings.catch_warnings():  # the tile at (0, 0) has an identity transform
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             for geojson, value in shapes(labels, mask=labels > 0, connectivity=4,
                                          transform=Affine.translation(c, r)):
                 geoms.setdefault(int(value), []).append(shapely.geometry.shape(geojson))
-        for lab_id in range(1, count + 1):
-            parts = geoms.get(lab_id, [])
-            geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-            pieces.append(Piece(label_cls[lab_id], lab_id, stats[lab_id], geom))
+    pieces: list[Piece] = []
     edges = {
         "top": labels[0, :].copy(),
         "bottom": labels[-1, :].copy(),
         "left": labels[:, 0].copy(),
         "right": labels[:, -1].copy(),
     }
+    if count:
+        on_edge = np.zeros(count + 1, bool)
+        for strip in edges.values():
+            on_edge[strip] = True
+        mmu_px = MMU_M2 / plan.pixel_area_m2
+        for lab_id in range(1, count + 1):
+            if not on_edge[lab_id] and stats[lab_id][0] < mmu_px:
+                continue  # whole, and too small: it cannot grow in another tile
+            parts = geoms.get(lab_id, [])
+            geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+            if not on_edge[lab_id] and label_cls[lab_id] == PixelClass.OTHER:
+                # whole: drop the pixel staircase (memory grows with objects, not pixels)
+                geom = shapely.simplify(geom, OTHER_SIMPLIFY_PX, preserve_topology=True)
+            pieces.append(Piece(label_cls[lab_id], lab_id, stats[lab_id], geom))
     return TileResult(spec.index, spec.core, pieces, edges)
 
 
@@ -697,6 +709,8 @@ def merge(plan: Plan, results: Iterable[TileResult]) -> list[ChangeObject]:
         stats = np.sum([pieces[k].stats for k in keys], axis=0)
         geom_px = (first.geom if len(keys) == 1
                    else shapely.union_all([pieces[k].geom for k in keys]))
+        if len(keys) > 1 and first.cls == PixelClass.OTHER:
+            geom_px = shapely.simplify(geom_px, OTHER_SIMPLIFY_PX, preserve_topology=True)
         geom = shapely.transform(
             geom_px, lambda xy: np.column_stack(
                 (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)
