@@ -225,3 +225,17 @@ def test_unusable_inputs_are_refused(small: PairInfo, tmp_path: Path) -> None:
     with pytest.raises(RasterInputError, match="uint8 or uint16"):
         detect_changes(floaty, small.after)
     assert issubclass(RasterInputError, GisError)
+
+
+def test_another_crs_resolution_and_a_shift_still_outline_the_right_ground(
+        small: PairInfo) -> None:
+    with rasterio.open(small.before) as b, rasterio.open(small.after) as a:
+        assert b.crs != a.crs and b.res != a.res  # UTM 0.5 m onto Gauss-Krüger 0.4 m
+    det = _run(small, True)
+    truth = _truth(small, det.crs, "new_structure")
+    found = [o.geometry for o in det.objects if o.kind == "new_structure"]
+    assert len(found) == len(truth)
+    for t in truth:
+        best = max(found, key=lambda g: g.intersection(t).area)
+        iou = best.intersection(t).area / best.union(t).area
+        assert iou > 0.6, iou  # the 0.65 m georeferencing error and resampling blur edges
