@@ -83,6 +83,10 @@ def detect(
             )
         except GisError as exc:
             raise _fail(str(exc)) from exc
+        except (OSError, TimeoutError) as exc:
+            if scheduler is None:
+                raise
+            raise _fail(f"Dask scheduler {scheduler}: {exc}") from exc
     doc = to_geojson(detection)
     out.write_text(json.dumps(doc, ensure_ascii=False) + "\n")
     counts: dict[str, int] = {}

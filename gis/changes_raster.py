@@ -83,6 +83,7 @@ COREG_WINDOWS = 9
 COREG_SIZE = 512
 MAX_SHIFT_M = 5.0  # a larger apparent shift is not believed: no shift is applied
 METHODS = ("cva", "difference")
+SCHEDULER_TIMEOUT_S = 20  # to reach a Dask scheduler
 OTHER_SIMPLIFY_PX = 0.75  # outlines of "other" objects are simplified by this much
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -765,7 +766,7 @@ def run_tiles(
         from distributed import Client
         from distributed import as_completed as dask_completed
 
-        with Client(scheduler) as client:
+        with Client(scheduler, timeout=SCHEDULER_TIMEOUT_S) as client:
             futures = client.map(detect_tile, specs, pure=False)
             for done, fut in enumerate(dask_completed(futures), start=1):
                 results.append(fut.result())
