@@ -165,10 +165,10 @@ def inspect_orthophoto(path: str | Path, what: str = "orthophoto") -> RasterInfo
 
 def _bit_depth_max(src: rasterio.DatasetReader, bands: list[int]) -> float:
     """Full scale of uint16 data: 2**bits - 1 for the smallest of 10/12/14/16 bits that
-    holds the largest value on a coarse read."""
-    h = max(1, min(src.height, 256))
-    w = max(1, min(src.width, 256))
-    top = int(src.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).max())
+    holds the largest value in a few windows spread over the image (not a whole read)."""
+    top = 0
+    for c, r, w, h in _sample_windows((0, 0, src.width, src.height), 9, 256):
+        top = max(top, int(src.read(bands, window=Window(c, r, w, h)).max()))
     for bits in (10, 12, 14, 16):
         if top <= 2**bits - 1:
             return float(2**bits - 1)
