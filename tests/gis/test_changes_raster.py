@@ -96,7 +96,7 @@ def test_plain_differencing_baseline_scores_worse(pairs: dict[int, PairInfo]) ->
     assert base.f1 < ours.f1
 
 
-def test_dask_gives_the_same_answer_as_threads(small: PairInfo) -> None:
+def test_dask_threads_and_one_thread_give_the_same_answer(small: PairInfo) -> None:
     from distributed import LocalCluster
 
     threads = to_geojson(_run(small, True, workers=2, block=256))
@@ -104,6 +104,7 @@ def test_dask_gives_the_same_answer_as_threads(small: PairInfo) -> None:
                       dashboard_address=None) as cluster:
         dask = to_geojson(_run(small, True, scheduler=cluster.scheduler_address, block=256))
     assert dask == threads
+    assert to_geojson(_run(small, True, workers=1, block=256)) == threads  # one thread too
     assert any(f["properties"]["kind"] == "new_structure" for f in dask["features"])
 
 
