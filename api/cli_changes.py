@@ -64,7 +64,7 @@ def detect(
     if (before_dsm is None) != (after_dsm is None):
         raise _fail("give both --before-dsm and --after-dsm, or neither")
     # a bounded GDAL block cache: memory must not grow with the image
-    os.environ.setdefault("GDAL_CACHEMAX", "256")
+    os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
     from gis.changes_raster import detect_changes, to_geojson
 
     with tqdm(desc="comparing", unit="tile", dynamic_ncols=True) as bar:

@@ -129,7 +129,9 @@ def make_big(base: Path, out: Path, gb: float) -> tuple[Path, Path, int]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    env = dict(os.environ, GDAL_CACHEMAX="256")
+    # the same bounded GDAL block cache as the CLI; big numpy buffers always mmapped, so
+    # freed tiles go back to the system (glibc would otherwise raise its mmap threshold)
+    env = dict(os.environ, GDAL_CACHEMAX="64", MALLOC_MMAP_THRESHOLD_="1048576")
     r = subprocess.run([sys.executable, "-m", "bench.changes", "--child", *args], cwd=ROOT,
                        env=env, capture_output=True, text=True, check=False)
     if r.returncode != 0:
