@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 
 export HOST PORT WORKERS
 
-.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc stop reset-db clean
+.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc bench-changes stop reset-db clean
 
 help:
 	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT) (WORKERS=N processes)"
@@ -25,6 +25,7 @@ help:
 	@echo "make reset-db  drop the local database and seed the demo town again"
 	@echo "make lint      ruff and the import-direction contracts"
 	@echo "make bench     /locate throughput next to the same SQL from psycopg (a throwaway cluster, ~2 min)"
+	@echo "make bench-changes  orthophoto change detection: scores vs plain differencing, speed vs the bare read, peak memory at 1 and 4 GB (~1 h)"
 	@echo "make bench-ogc OGC API items, item and tiles next to raw SQL, tipg and pygeoapi (~12 min; peers install into .data/bench-peers-venv once)"
 
 deps: os-deps py-deps
@@ -72,6 +73,9 @@ bench: deps
 
 bench-ogc: deps
 	$(BIN)/python -m bench.ogc $(BENCH_ARGS)
+
+bench-changes: deps
+	$(BIN)/python -m bench.changes $(BENCH_ARGS)
 
 stop: py-deps
 	$(BIN)/gridgov db stop

@@ -349,9 +349,10 @@ def token_list() -> None:
 
 
 def _register_subcommands() -> None:
-    from api import cli_events, cli_grid, cli_links, cli_ops
+    from api import cli_changes, cli_events, cli_grid, cli_links, cli_ops
 
     app.add_typer(cli_grid.grid_app, name="grid")
+    app.add_typer(cli_changes.changes_app, name="changes")
     app.add_typer(cli_events.users_app, name="users")
     app.add_typer(cli_events.events_app, name="events")
     app.add_typer(cli_links.links_app, name="links")

@@ -19,3 +19,11 @@ class GisError(Exception):
 
 class CRSError(GisError):
     """A coordinate reference system that is unknown or not usable here."""
+
+
+class RasterInputError(GisError):
+    """A raster given to the change detector that it cannot use (bands, type, CRS, file)."""
+
+
+class NoOverlapError(RasterInputError):
+    """Two orthophotos (or an orthophoto and its DSM) that do not cover common ground."""
