@@ -8,13 +8,14 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+NOTEBOOK_PORT ?= 8001
 OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
 export HOST PORT
 
-.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc stop reset-db clean
+.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc stop reset-db clean notebook
 
 help:
 	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT)"
@@ -22,6 +23,7 @@ help:
 	@echo "make stop      stop the project's local PostgreSQL cluster"
 	@echo "make reset-db  drop the local database and seed the demo town again"
 	@echo "make lint      ruff and the import-direction contracts"
+	@echo "make notebook  JupyterLab on notebooks/ in the project's venv, on the demo database (a server on NOTEBOOK_PORT=$(NOTEBOOK_PORT) for the OGC API cells)"
 	@echo "make bench     /locate throughput next to the same SQL from psycopg (a throwaway cluster, ~2 min)"
 	@echo "make bench-ogc OGC API items, item and tiles next to raw SQL, tipg and pygeoapi (~12 min; peers install into .data/bench-peers-venv once)"
 
@@ -60,6 +62,21 @@ serve: run
 
 test: deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Planners' notebooks: Jupyter (the optional extra `notebook`, kept to the pinned set) is
+# installed only here; a server on NOTEBOOK_PORT sets up the demo data (coverage, events)
+# and answers the OGC API cells; Jupyter gets the database URL and the OGC API root.
+notebook: deps
+	@[ -x $(BIN)/jupyter-lab ] || $(BIN)/python -m pip install -q -c requirements.lock -e '.[notebook]'
+	@set -e; \
+	$(BIN)/gridgov serve --host 127.0.0.1 --port $(NOTEBOOK_PORT) & srv=$$!; \
+	trap 'kill $$srv 2>/dev/null || true' EXIT INT TERM; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(NOTEBOOK_PORT)/healthz', timeout=2)" 2>/dev/null; do \
+	  kill -0 $$srv 2>/dev/null || { echo "the server on port $(NOTEBOOK_PORT) stopped (see above)"; exit 1; }; \
+	  sleep 2; \
+	done; \
+	GRIDGOV_DATABASE_URL="$$($(BIN)/gridgov db url)" GRIDGOV_OGC_URL="http://127.0.0.1:$(NOTEBOOK_PORT)/ogc" \
+	  $(BIN)/jupyter lab --notebook-dir=notebooks $(if $(SUDO),,--allow-root) $(JUPYTER_ARGS)
 
 lint: py-deps
 	$(BIN)/ruff check gis layers tiles api seed_data bench tests
