@@ -76,6 +76,7 @@ notebook: deps
 	  sleep 2; \
 	done; \
 	GRIDGOV_DATABASE_URL="$$($(BIN)/gridgov db url)" GRIDGOV_OGC_URL="http://127.0.0.1:$(NOTEBOOK_PORT)/ogc" \
+	GRIDGOV_SURFACE_MODEL="$${GRIDGOV_SURFACE_MODEL:-$$(realpath -m "$${GRIDGOV_DATA_DIR:-.data}/dsm.tif")}" \
 	  $(BIN)/jupyter lab --notebook-dir=notebooks $(if $(SUDO),,--allow-root) $(JUPYTER_ARGS)
 
 lint: py-deps

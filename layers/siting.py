@@ -14,13 +14,15 @@ households within reach:
 * ``camera``: points every ``spacing_m`` along the roads; reach: the street cameras'
   median range, all around (a dome camera).
 
-Reach is the range ring, as ``high_point_ring_fraction`` is; the stored coverage the
+Reach is the range ring, as ``high_point_ring_fraction`` is, or for high points with a
+surface model what a viewshed from the rooftop sees; the stored coverage the
 demand comes from is what the last ``gridgov coverage`` saw (over the surface model when
 it had one).  Metric work happens in the grid's Gauss-Krüger zone.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import geopandas as gpd
@@ -31,6 +33,7 @@ from psycopg import sql
 
 from gis.crs import STORAGE_EPSG, reproject
 from gis.siting import rank_sites, within_reach
+from gis.viewshed import ObserverOutsideError, gdal_viewshed
 from layers import frames
 from layers.errors import InvalidInput, NotFound
 
@@ -39,6 +42,8 @@ KINDS = ("high_point", "camera")
 RESIDENTIAL = ("residential", "rural_residential")
 ROOFTOPS = 5000  # tallest buildings considered for a high point (at most one per grid)
 MAX_SITES = 50
+DEFAULT_MOUNT_M = 80.0  # a high point's height above ground when none exists yet
+MIN_MAST_M = 10.0  # a high point on a roof stands at least this far above it
 
 GEN = sql.SQL("(SELECT id FROM grid_generations WHERE valid_to IS NULL)")
 
@@ -153,16 +158,53 @@ def _candidates(source: frames.Source, kind: Kind, epsg: int,
     return sites, r
 
 
+def _mount_height(source: frames.Source) -> float:
+    h = frames.query(source, "SELECT percentile_cont(0.5) WITHIN GROUP "
+                     "(ORDER BY mount_height_m) AS h FROM high_points")["h"].iloc[0]
+    return float(h) if h is not None and not pd.isna(h) else DEFAULT_MOUNT_M
+
+
+def _seen_from_rooftops(dsm: Path, sites: gpd.GeoDataFrame, chosen: np.ndarray,
+                        s_xy: np.ndarray, d_xy: np.ndarray, covers: list[np.ndarray],
+                        reach: float, mount_m: float) -> list[np.ndarray]:
+    """Of each chosen site's demand in reach, what its viewshed over ``dsm`` sees: the
+    observer as high as the existing high points (at least :data:`MIN_MAST_M` above its
+    roof, which the surface model already holds), a home seen when its roof is."""
+    out = []
+    for i in chosen:
+        above_roof = max(mount_m - float(sites["height_m"].iloc[i]), MIN_MAST_M)
+        try:
+            vs = gdal_viewshed(dsm, float(s_xy[i, 0]), float(s_xy[i, 1]), above_roof, reach)
+        except ObserverOutsideError:
+            out.append(np.empty(0, dtype=np.intp))
+            continue
+        idx = covers[i]
+        t = vs.transform  # north-up, square cells (checked by gdal_viewshed)
+        c = np.floor((d_xy[idx, 0] - t.c) / t.a).astype(int)
+        r = np.floor((d_xy[idx, 1] - t.f) / t.e).astype(int)
+        inside = (r >= 0) & (r < vs.visible.shape[0]) & (c >= 0) & (c < vs.visible.shape[1])
+        seen = np.zeros(len(idx), dtype=bool)
+        seen[inside] = vs.visible[r[inside], c[inside]]
+        out.append(idx[seen])
+    return out
+
+
 def candidate_sites(source: frames.Source, kind: Kind = "high_point", k: int = 10, *,
                     reach_m: float | None = None, spacing_m: float = 100.0,
-                    demand: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+                    demand: gpd.GeoDataFrame | None = None, dsm: Path | str | None = None,
+                    pool: int = 20) -> gpd.GeoDataFrame:
     """The ``k`` best places for one more high point (``kind="high_point"``) or camera
     (``"camera"``), ranked: each adds the most unseen households not already reached by
     the sites ranked above it.  Columns: ``rank``, ``site`` (building code, or road
     id:step), ``site_name``, ``households_added``, ``households_cumulative``,
     ``share_of_unseen`` (cumulative, of all unseen households), ``micro_grid_code``
     (where it stands), ``grids_reached``, ``reach_m``; geometry: the site (EPSG:4490).
-    ``demand``: :func:`homes` when already read (it takes a few seconds)."""
+    ``demand``: :func:`homes` when already read (it takes a few seconds).
+
+    With a surface model (``dsm``, in the grid's Gauss-Krüger zone) high-point sites are
+    judged by what they would actually see: the ``pool`` best sites by range ring get
+    a viewshed each (:func:`gis.viewshed.gdal_viewshed`, about half a second each) and are
+    ranked on the homes they see; ``reached_by`` says which was used."""
     if kind not in KINDS:
         raise InvalidInput(f"kind is one of {', '.join(KINDS)}, not {kind!r}",
                            parameter="kind")
@@ -180,13 +222,27 @@ def candidate_sites(source: frames.Source, kind: Kind = "high_point", k: int = 1
     sites, default_reach = _candidates(source, kind, epsg, spacing_m)
     reach = float(reach_m) if reach_m is not None else default_reach
     columns = ["rank", "site", "site_name", "households_added", "households_cumulative",
-               "share_of_unseen", "micro_grid_code", "reach_m"]
+               "share_of_unseen", "micro_grid_code", "grids_reached", "reach_m", "reached_by"]
     if demand.empty or sites.empty:
         return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=STORAGE_EPSG)
     d_xy = shapely.get_coordinates(demand.geometry.to_crs(epsg=epsg).values)
     s_xy = shapely.get_coordinates(sites.geometry.to_crs(epsg=epsg).values)
     weights = demand["households"].to_numpy(dtype=float)
-    picks = rank_sites(weights, within_reach(d_xy, s_xy, reach), k)
+    covers = within_reach(d_xy, s_xy, reach)
+    reached_by = "range ring"
+    if dsm is not None and kind == "high_point":
+        if not isinstance(pool, int) or isinstance(pool, bool) or not k <= pool <= 200:
+            raise InvalidInput(f"pool is an integer from k to 200, not {pool!r}",
+                               parameter="pool")
+        gains = np.array([weights[c].sum() for c in covers])
+        chosen = np.argsort(-gains, kind="stable")[:pool]
+        seen = _seen_from_rooftops(Path(dsm), sites, chosen, s_xy, d_xy, covers, reach,
+                                   _mount_height(source))
+        covers = [np.empty(0, dtype=np.intp)] * len(covers)
+        for i, c in zip(chosen, seen, strict=True):
+            covers[int(i)] = c
+        reached_by = f"viewshed over {Path(dsm).name}"
+    picks = rank_sites(weights, covers, k)
     total = float(weights.sum())
     rows: list[dict[str, Any]] = []
     for p in picks:
@@ -201,10 +257,11 @@ def candidate_sites(source: frames.Source, kind: Kind = "high_point", k: int = 1
             "micro_grid_code": _grid_of(source, point),
             "grids_reached": int(grids.nunique()),
             "reach_m": reach,
+            "reached_by": reached_by,
             "geometry": point,
         })
     out = gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_EPSG)
-    return out[[*columns[:-1], "grids_reached", "reach_m", "geometry"]]
+    return out[[*columns, "geometry"]]
 
 
 def _grid_of(source: frames.Source, point: Any) -> str | None:

@@ -171,3 +171,19 @@ def test_workload_proposal_checked_and_imported_as_a_dry_run(events_db_url: str,
     assert set(mg.added) == new_codes and set(mg.removed) == gone
     assert result.changes_of(Level.COMMUNITY).none  # communities keep their outline
     assert _one(events_db_url, "SELECT count(*) FROM grid_generations") == gens
+
+
+@pytest.mark.slow
+def test_high_point_sites_over_the_surface_model(events_db_url: str, homes,  # noqa: ANN001
+                                                 demo_dsm) -> None:  # noqa: ANN001
+    ring = siting.candidate_sites(events_db_url, "high_point", k=3, demand=homes)
+    seen = siting.candidate_sites(events_db_url, "high_point", k=3, demand=homes,
+                                  dsm=demo_dsm.path, pool=6)
+    assert set(ring["reached_by"]) == {"range ring"}
+    assert set(seen["reached_by"]) == {f"viewshed over {Path(demo_dsm.path).name}"}
+    assert len(seen) >= 1 and (seen["households_added"] > 0).all()
+    # buildings and terrain hide homes: a viewshed never sees more than its ring holds
+    best_ring = ring["households_added"].iloc[0]
+    assert seen["households_added"].iloc[0] <= best_ring + 1e-6
+    with pytest.raises(InvalidInput, match="pool"):
+        siting.candidate_sites(events_db_url, k=5, demand=homes, dsm=demo_dsm.path, pool=2)
