@@ -9,6 +9,7 @@ PORT   ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+NOTEBOOK_PORT ?= 8001
 OS_PACKAGES := postgresql-15 postgresql-15-postgis-3 gdal-bin python3-venv python3-qgis chromium \
                fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -16,7 +17,7 @@ BIN := $(VENV)/bin
 
 export HOST PORT WORKERS
 
-.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc bench-changes stop reset-db clean
+.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc bench-changes stop reset-db clean notebook
 
 help:
 	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT) (WORKERS=N processes)"
@@ -24,6 +25,7 @@ help:
 	@echo "make stop      stop the project's local PostgreSQL cluster"
 	@echo "make reset-db  drop the local database and seed the demo town again"
 	@echo "make lint      ruff and the import-direction contracts"
+	@echo "make notebook  JupyterLab on notebooks/ in the project's venv, on the demo database (a server on NOTEBOOK_PORT=$(NOTEBOOK_PORT) for the OGC API cells)"
 	@echo "make bench     /locate throughput next to the same SQL from psycopg (a throwaway cluster, ~2 min)"
 	@echo "make bench-changes  orthophoto change detection: scores vs plain differencing, speed vs the bare read, peak memory at 1 and 4 GB (~1 h)"
 	@echo "make bench-ogc OGC API items, item and tiles next to raw SQL, tipg and pygeoapi (~12 min; peers install into .data/bench-peers-venv once)"
@@ -63,6 +65,22 @@ serve: run
 
 test: deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Planners' notebooks: Jupyter (the optional extra `notebook`, kept to the pinned set) is
+# installed only here; a server on NOTEBOOK_PORT sets up the demo data (coverage, events)
+# and answers the OGC API cells; Jupyter gets the database URL and the OGC API root.
+notebook: deps
+	@[ -x $(BIN)/jupyter-lab ] || $(BIN)/python -m pip install -q -c requirements.lock -e '.[notebook]'
+	@set -e; \
+	$(BIN)/gridgov serve --host 127.0.0.1 --port $(NOTEBOOK_PORT) & srv=$$!; \
+	trap 'kill $$srv 2>/dev/null || true' EXIT INT TERM; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(NOTEBOOK_PORT)/healthz', timeout=2)" 2>/dev/null; do \
+	  kill -0 $$srv 2>/dev/null || { echo "the server on port $(NOTEBOOK_PORT) stopped (see above)"; exit 1; }; \
+	  sleep 2; \
+	done; \
+	GRIDGOV_DATABASE_URL="$$($(BIN)/gridgov db url)" GRIDGOV_OGC_URL="http://127.0.0.1:$(NOTEBOOK_PORT)/ogc" \
+	GRIDGOV_SURFACE_MODEL="$${GRIDGOV_SURFACE_MODEL:-$$(realpath -m "$${GRIDGOV_DATA_DIR:-.data}/dsm.tif")}" \
+	  $(BIN)/jupyter lab --notebook-dir=notebooks $(if $(SUDO),,--allow-root) $(JUPYTER_ARGS)
 
 lint: py-deps
 	$(BIN)/ruff check gis layers tiles api seed_data bench tests
