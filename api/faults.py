@@ -5,6 +5,9 @@
 - the database unreachable, a connection lost mid-request, no free connection in time:
   503; the pool is then asked to check its idle connections, so the broken ones left by
   a restart are replaced at once rather than failing the next requests one by one;
+- a value the database refuses as data (``DataError``: a NUL byte in a text, a number
+  out of range): 400 naming it, never a 500; a NUL byte (``%00``) anywhere in the URL is
+  refused before any route runs, as no parameter or id of this API may hold one;
 - a request body over ``GRIDGOV_MAX_BODY_BYTES``: 413, from its ``Content-Length``
   before anything is read, or as soon as a streamed (chunked) body passes the limit, so
   an upload is never held whole in memory before being refused.
@@ -45,6 +48,12 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+        if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
+            await problems.problem(400, "Invalid parameter",
+                                   "the URL holds a NUL byte (%00), which no parameter or id "
+                                   "may contain")(scope, receive, send)
             return
         declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"),
                         None)
@@ -99,6 +108,15 @@ def install(app: FastAPI) -> None:
                                 "the database is unavailable; retry later",
                                 instance=request.url.path)
 
+    async def data_error(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: value refused by the database: %s", request.method,
+                    request.url.path, exc, exc_info=exc)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return problems.problem(400, "Invalid value",
+                                f"the database refused a value of the request: {detail}",
+                                instance=request.url.path)
+
+    app.add_exception_handler(psycopg.DataError, data_error)
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(psycopg.errors.QueryCanceled, query_cancelled)
     app.add_exception_handler(psycopg.OperationalError, database_down)

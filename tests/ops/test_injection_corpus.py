@@ -183,6 +183,11 @@ def test_ogc_items_item_and_tiles(client: TestClient) -> None:
             if v.strip():
                 cases.append(("GET", f"/ogc/collections/buildings/tiles/WebMercatorQuad/"
                               f"{z}/{row}/{col}", {}, {400, 404}))
+    for coll, prop in (("roads", "name"), ("events", "state"), ("cameras", "code")):
+        for v in ("\x00", "a\x00b", "%00", "'\x00; SELECT pg_sleep(10)"):
+            cases.append(("GET", items.format(coll), {"params": {"f": "json", prop: v}},
+                          {200, 400}))
+    cases.append(("GET", items.format("cameras") + "/1%00", {"params": {"f": "json"}}, {400}))
     for f in FILTERS:
         lang = "cql2-json" if f.startswith("{") else "cql2-text"
         cases.append(("GET", items.format("buildings"), {
@@ -224,3 +229,42 @@ def test_data_dir_is_not_reachable_through_paths(client: TestClient, tmp_path: P
         r = client.get(path)
         assert r.status_code in (400, 404), (path, r.status_code)
         assert "root:x:0:0" not in r.text
+
+
+def test_nul_bytes_in_bodies_are_400_not_500(
+    fresh_db_url: str, inside: tuple[float, float], tmp_path: Path
+) -> None:
+    x, y = inside
+    with TestClient(create_app(Settings(env="test", data_dir=tmp_path), fresh_db_url),
+                    raise_server_exceptions=False) as c:
+        r = c.post("/api/v1/events", json={"category": "06010", "lon": x, "lat": y,
+                                           "description": "a\u0000b"})
+        assert r.status_code in (201, 400), r.text
+        if r.status_code == 400:
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "NUL" in r.json()["detail"]
+        body = json.dumps({"type": "FeatureCollection", "features": [{
+            "type": "Feature", "properties": {"n": "a\u0000b"},
+            "geometry": {"type": "Point", "coordinates": [x, y]}}]})
+        r = c.post("/locate", content=body, headers={"content-type": "application/geo+json"})
+        assert r.status_code in (200, 400), r.text
+
+
+def test_a_value_the_database_refuses_is_a_400_problem(db_url: str, tmp_path: Path) -> None:
+    """The safety net under every route: psycopg's DataError (here a real one, from a NUL
+    byte sent as a text parameter by a route added to this app only) is a 400."""
+    app = create_app(Settings(env="test", data_dir=tmp_path), db_url)
+
+    @app.get("/echo")
+    async def echo(text: str) -> dict[str, str]:
+        async with app.state.pool.connection() as conn:
+            cur = await conn.execute("SELECT %s::text", (text.replace("~", "\x00"),))
+            return {"text": (await cur.fetchone())[0]}
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/echo", params={"text": "ab"}).json() == {"text": "ab"}
+        r = c.get("/echo", params={"text": "a~b"})
+        assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["title"] == "Invalid value" and "NUL" in r.json()["detail"]
+        r = c.get("/echo", params={"text": "a\x00b"})  # a NUL in the URL: refused at the edge
+        assert r.status_code == 400 and "NUL" in r.json()["detail"]
