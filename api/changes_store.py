@@ -50,4 +50,12 @@ def commit(settings: Settings, url: str, before: Path, after: Path, doc: Mapping
                 photos.remove(root, *written)
                 raise
 
-    return asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    # called from a running loop (a Jupyter kernel): run on a thread of its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()

@@ -29,7 +29,7 @@ from layers.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-EXPECTED = ["01_coverage.ipynb", "02_events.ipynb", "03_workload.ipynb"]
+EXPECTED = ["01_coverage.ipynb", "02_events.ipynb", "03_workload.ipynb", "04_changes.ipynb"]
 KERNEL = "gridgov-test"
 
 
@@ -94,9 +94,12 @@ def _text(output: nbformat.NotebookNode) -> str:
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_and_ends_with_a_result(
     name: str, events_db_url: str, ogc: str, kernel_dir: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
 ) -> None:
-    monkeypatch.setenv("GRIDGOV_DATABASE_URL", events_db_url)
+    # the changes notebook stores a comparison: it gets a private copy of the town
+    url = request.getfixturevalue("fresh_db_url") if name == "04_changes.ipynb" \
+        else events_db_url
+    monkeypatch.setenv("GRIDGOV_DATABASE_URL", url)
     monkeypatch.setenv("GRIDGOV_OGC_URL", ogc)
     monkeypatch.setenv("GRIDGOV_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.delenv("GRIDGOV_SURFACE_MODEL", raising=False)  # range rings: the same
