@@ -94,7 +94,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             }
 
     @app.get("/", summary="Landing page: what this server offers", response_model=None,
-             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
+             responses={200: {"content": {"application/json": {}, "text/html": {}}},
+                        400: {"description": "a bad parameter (problem+json)"}})
     async def landing(request: Request, f: str | None = None) -> Response:
         info = await summaries(request)
         base = str(request.base_url).rstrip("/")

@@ -12,6 +12,7 @@ the HTTP status, because that is what 311 clients parse.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +29,7 @@ from layers.errors import LayersError, NotFound, RateLimited
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
 
 OPEN = set(events.OPEN_STATES)
+_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits only ("²".isdigit() is True)
 
 
 def _error(status: int, description: str) -> JSONResponse:
@@ -230,7 +232,7 @@ async def list_requests(request: Request) -> JSONResponse:
 @router.get("/requests/{request_id}.json", summary="One request", response_model=None)
 async def get_request(request: Request, request_id: str) -> JSONResponse:
     async def call() -> JSONResponse:
-        if not request_id.isdigit() or not 0 < int(request_id) < 2**62:
+        if not _ID.fullmatch(request_id) or not 0 < int(request_id) < 2**62:
             return _error(404, f"no request {request_id!r}")
         async with request.app.state.pool.connection() as conn:
             ev = await events.get(conn, int(request_id))
@@ -246,7 +248,7 @@ async def get_request(request: Request, request_id: str) -> JSONResponse:
             response_model=None)
 async def get_token(request: Request, token: str) -> JSONResponse:
     async def call() -> JSONResponse:
-        if not token.isdigit() or not 0 < int(token) < 2**62:
+        if not _ID.fullmatch(token) or not 0 < int(token) < 2**62:
             return _error(404, f"no token {token!r}")
         async with request.app.state.pool.connection() as conn:
             await events.get(conn, int(token))

@@ -21,6 +21,7 @@ address out of range or not an integer 400, both as problem+json.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -47,6 +48,8 @@ CACHE_CONTROL = "public, max-age=60"  # layers are edited (OGC API Features Part
 
 Collection = Annotated[str, Path(alias="collectionId", description="a collection's id")]
 Tms = Annotated[str, Path(alias="tileMatrixSetId", description="WebMercatorQuad")]
+
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits, one optional sign
 
 
 def _parameter(name: str, where: str, description: str, schema: dict[str, Any]
@@ -191,7 +194,7 @@ def tile_address(request: Request) -> tuple[str, int, int, int]:
     numbers = []
     for name in ("tileMatrix", "tileRow", "tileCol"):
         text = params[name]
-        if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 12:
+        if len(text) > 12 or not _INTEGER.fullmatch(text):
             raise InvalidTile(f"{name}: {text!r} is not an integer", parameter=name)
         numbers.append(int(text))
     f = request.query_params.get("f")

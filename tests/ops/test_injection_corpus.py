@@ -79,7 +79,9 @@ def verdict(r: Any, allowed: set[int]) -> str | None:
         return f"{r.status_code}: {r.text[:200]}"
     if r.status_code not in allowed:
         return f"{r.status_code} not in {sorted(allowed)}: {r.text[:200]}"
-    if PHONE.search(r.text) or "root:x:0:0" in r.text:
+    text = r.text.replace(r.headers.get("x-request-id", "\0"), "")  # a random hex id may
+    # hold eleven digits that look like a phone number
+    if PHONE.search(text) or "root:x:0:0" in text:
         return f"leaked: {r.text[:200]}"
     if 400 <= r.status_code < 500:
         body = r.json() if "json" in ctype else None
