@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from api.app import create_app
 from api.settings import Settings
-from layers.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -47,29 +43,12 @@ def test_notebooks_are_stored_without_outputs() -> None:
             assert "cdn" not in cell.source.lower() and "explore(" not in cell.source
 
 
-@contextmanager
-def _served(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
-def ogc(events_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ogc(events_db_url: str, tmp_path_factory: pytest.TempPathFactory,
+        served: Callable[[Any], AbstractContextManager[str]]) -> Iterator[str]:
     app = create_app(Settings(env="test", data_dir=tmp_path_factory.mktemp("nbserver")),
                      events_db_url)
-    with _served(app) as base:
+    with served(app) as base:
         yield f"{base}/ogc"
 
 
