@@ -760,3 +760,30 @@ LAYER_TABLES = (
     "high_points",
     "sensors",
 )
+
+
+class Imagery(Base):
+    """An orthophoto or change mask (a GeoTIFF on the server's disk) served as tiles and
+    as a Cloud-Optimised GeoTIFF; ``footprint`` is its valid extent."""
+
+    __tablename__ = "imagery"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    captured_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("change_runs.id"), nullable=True,
+                                               index=True)
+    crs: Mapped[str] = mapped_column(Text)
+    resolution_m: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bands: Mapped[int] = mapped_column(Integer)
+    added_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    footprint = mapped_column(geom("POLYGON"), nullable=False)
+    __table_args__ = (
+        CheckConstraint("kind IN ('orthophoto', 'change_mask')", name="kind"),
+        CheckConstraint("resolution_m > 0", name="resolution_m"),
+        gist("imagery", "footprint"),
+    )
