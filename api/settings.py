@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     photos_dir_override: Path | None = Field(
         default=None, alias="GRIDGOV_PHOTOS_DIR",
         description="Where event photos are stored; default <data_dir>/photos.")
+    max_bbox_km2: float = Field(
+        default=1_000_000.0, gt=0,
+        description="Largest ground area (km²) an OGC items bbox may cover (400 beyond); "
+        "a province, far more than any view of a town or district in QGIS.")
 
     @property
     def photos_dir(self) -> Path:

@@ -34,7 +34,9 @@ Limits and rules (the API documents the same):
   EPSG:4326 are the stored numbers (no transform).  GeoJSON keeps 7 decimals for
   degrees (1 cm) and 3 for metres (1 mm).
 - ``bbox``: 4 numbers (or 6, heights ignored) in ``bbox-crs`` (CRS84 by default),
-  features whose geometry intersects it (``ST_Intersects``, on the GiST index).
+  features whose geometry intersects it (``ST_Intersects``, on the GiST index).  Lower
+  corner first, inside the CRS's area of use; its ground area is at most the server's
+  ``GRIDGOV_MAX_BBOX_KM2`` (:func:`check_bbox_area`, called by the route).
 - ``datetime`` (RFC 3339 instant or interval, ``..``/empty for open ends): sensors on
   ``installed_on`` (a date: dates compare as calendar dates, as written), grid levels
   on their generation's validity (``valid_from <= end`` and ``valid_to > start`` or
@@ -364,6 +366,36 @@ def _bbox(text: str, crs: Crs) -> tuple[float, float, float, float]:
             order = "northing,easting" if crs.flip else "easting,northing"
         raise _bad("bbox", f"outside the area {crs.uri} covers ({order} order)")
     return a0, a1, b0, b1
+
+
+EARTH_RADIUS_KM = 6371.0088  # mean radius: areas of a bbox to 0.5 %, enough for a limit
+MERCATOR_R_M = 6378137.0
+
+
+def bbox_area_km2(q: ItemsQuery) -> float:
+    """The area a query's ``bbox`` covers on the ground (km²; 0 without a bbox).  Degrees:
+    the spherical zone between the two parallels; EPSG:3857: its corners in degrees
+    first; other projected CRSes (Gauss-Krüger): width × height in metres."""
+    if q.bbox is None:
+        return 0.0
+    a0, a1, b0, b1 = q.bbox
+    x0, y0, x1, y1 = (a1, a0, b1, b0) if q.bbox_crs.flip else (a0, a1, b0, b1)
+    if q.bbox_crs.srid == 3857:
+        x0, x1 = (math.degrees(v / MERCATOR_R_M) for v in (x0, x1))
+        y0, y1 = (math.degrees(math.atan(math.sinh(v / MERCATOR_R_M))) for v in (y0, y1))
+    elif not q.bbox_crs.geographic:
+        return (x1 - x0) * (y1 - y0) / 1e6
+    return (EARTH_RADIUS_KM ** 2 * math.radians(x1 - x0)
+            * abs(math.sin(math.radians(y1)) - math.sin(math.radians(y0))))
+
+
+def check_bbox_area(q: ItemsQuery, max_km2: float) -> None:
+    """Refuse a ``bbox`` covering more than ``max_km2`` (400 naming the limit)."""
+    area = bbox_area_km2(q)
+    if area > max_km2:
+        raise _bad("bbox", f"covers {area:,.0f} km², more than the {max_km2:,.0f} km² this "
+                           "server answers in one request; ask for a smaller area (or none: "
+                           "without a bbox the whole collection is paged)")
 
 
 def _instant(text: str) -> date | datetime | None:

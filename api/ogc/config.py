@@ -31,9 +31,10 @@ MANAGER = "api.ogc.jobs.GridgovManager"
 LANGUAGES = ["en-US", "zh"]
 PROVIDER = "api.ogc.provider.GridgovProvider"
 WORLD = [-180.0, -90.0, 180.0, 90.0]  # the extent of a collection with no features yet
-# per collection (pygeoapi checks limit before our route does, on the pages it renders)
+# per collection (pygeoapi checks limit again on the pages it renders: more than the
+# maximum is read as the maximum there too, as on the JSON route)
 LIMITS = {"default_items": features.DEFAULT_LIMIT, "max_items": features.MAX_LIMIT,
-          "on_exceed": "error"}
+          "on_exceed": "throttle"}
 
 
 def dotted(cls: type) -> str:

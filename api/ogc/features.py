@@ -101,6 +101,7 @@ async def _items(service: OgcService, request: Request, cid: str) -> Response:
                 request, lambda api, req: itemtypes.get_collection_items(api, req, cid))
         params = list(request.query_params.items())
         query = engine.parse_items(coll, dict(params))
+        engine.check_bbox_area(query, request.app.state.settings.max_bbox_km2)
         uri = f"{service.root_url(request)}/ogc/collections/{cid}/items"
         if fmt in ("json", "geojson"):
             links = await _page_links(service, request, coll, uri, params, query, fmt)

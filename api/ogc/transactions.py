@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import principal
+from api.faults import BodyTooLarge
 from gis.crs import CRS84_URI, ogc_crs
 from layers import edits
 from layers.errors import InvalidInput, NotFound
@@ -43,9 +44,16 @@ async def _body(request: Request) -> Any:
     if kind not in JSON_TYPES:
         raise InvalidInput(f"Content-Type {kind or '(none)'!r} is not accepted; send "
                            "application/geo+json")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidInput(f"the body is over {MAX_BODY} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge(MAX_BODY)  # 413 before anything is read
+    chunks, seen = [], 0
+    async for chunk in request.stream():  # chunked: counted as it comes
+        seen += len(chunk)
+        if seen > MAX_BODY:
+            raise BodyTooLarge(MAX_BODY)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
