@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -26,6 +27,7 @@ MAX_PIXELS = 40_000_000
 FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"),
            "WEBP": ("image/webp", "webp")}
 STAGES = ("report", "after", "verify")
+log = logging.getLogger("gridgov.photos")
 
 
 class PhotoTooLarge(InvalidInput):
@@ -112,9 +114,23 @@ def store(root: Path, event_id: int, data: bytes) -> Stored:
 
 
 def remove(root: Path, *relative: str) -> None:
-    """Undo :func:`store` (its database transaction failed): delete these files."""
+    """Undo :func:`store` (its database transaction failed, or a write failed): delete
+    these files, and their event's directory when it is left empty.  Never raises: a
+    store that cannot be entered (``ENOTDIR``) holds nothing to delete, and a cleanup
+    that fails is logged rather than hiding the fault being answered."""
     for rel in relative:
-        (root / rel).unlink(missing_ok=True)
+        file = root / rel
+        try:
+            file.unlink(missing_ok=True)
+        except NotADirectoryError:
+            continue
+        except OSError as exc:
+            log.warning("photo store: cannot remove %s: %s", file, exc)
+            continue
+        try:
+            file.parent.rmdir()  # only when empty (another photo of the event stays)
+        except OSError:
+            pass
 
 
 def path(root: Path, relative: str) -> Path:
