@@ -47,6 +47,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            observability.mark_process_dead()
             app.state.ogc.close()
             if reads is not pool:
                 await reads.close()

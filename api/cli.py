@@ -294,8 +294,34 @@ def serve(
         uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
         return
     os.environ["GRIDGOV_DATABASE_URL"] = database.url  # for the worker processes
-    uvicorn.run("api.cli_ops:server_app", factory=True, workers=workers,
-                **common)  # type: ignore[arg-type]
+    with metrics_dir() as where:  # the workers' counters, summed on every /metrics
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where)
+        uvicorn.run("api.cli_ops:server_app", factory=True, workers=workers,
+                    **common)  # type: ignore[arg-type]
+
+
+@contextmanager
+def metrics_dir() -> Iterator[Path]:
+    """The directory the worker processes share their Prometheus counters in: the
+    operator's ``PROMETHEUS_MULTIPROC_DIR`` (emptied of an earlier run's files first, or
+    the counts would go on from them), else a temporary one removed at exit."""
+    import os
+    import shutil
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="gridgov-metrics-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 token_app = typer.Typer(help="Bearer tokens for writes (OGC API Part 4).",

@@ -8,7 +8,9 @@
 - one log record per request on the ``gridgov.access`` logger: method, route template
   (``/ogc/collections/{collection_id}/items``, never the raw path), status, duration,
   request id; :class:`JsonFormatter` writes it as one JSON line.
-- ``/metrics``: request counts and latency histograms per method and route template,
+- ``/metrics``: request counts and latency histograms per method and route template
+  (summed over every worker process when ``PROMETHEUS_MULTIPROC_DIR`` is set, as
+  ``gridgov serve --workers N`` does),
   the pools' ``get_stats()``, the OGC job queue (read from the job manager's TinyDB file)
   and the gauges of :mod:`api.metrics_sql`, computed by the database on each scrape.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -103,6 +106,40 @@ class Metrics:
         self.scrape_errors = Counter(
             "gridgov_metrics_query_errors", "Database gauges that failed on a scrape",
             ["gauge"], registry=self.registry)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> Path | None:
+    """Where the server processes of ``gridgov serve --workers N`` keep their counters
+    (prometheus_client's multiprocess mode, chosen by this variable before the first
+    metric is made); None for a single process."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def request_registry(metrics: Metrics) -> CollectorRegistry:
+    """The request counters to answer a scrape with: this process's own, or with several
+    worker processes the sum over all of them (every process writes its counters to
+    files in :func:`multiprocess_dir`; ``MultiProcessCollector`` adds them up), so any
+    process answers the same totals."""
+    if multiprocess_dir() is None:
+        return metrics.registry
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry(auto_describe=False)
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def mark_process_dead() -> None:
+    """At a worker's shutdown: drop its live gauges from the multiprocess files (its
+    counters stay: they count what it answered)."""
+    if multiprocess_dir() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
 
 
 class RequestContext:
@@ -321,7 +358,7 @@ def install(app: FastAPI, jobs_file: Path | None = None) -> Metrics:
         families += await database_families(state.read_pool, metrics, metrics_sql.GAUGES)
         scrape = CollectorRegistry(auto_describe=False)
         scrape.register(_Families(families))
-        body = generate_latest(metrics.registry) + generate_latest(scrape)
+        body = generate_latest(request_registry(metrics)) + generate_latest(scrape)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics
