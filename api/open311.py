@@ -15,6 +15,7 @@ import datetime as dt
 import re
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -53,6 +54,10 @@ async def _guard(request: Request, call: Any) -> JSONResponse:
         return _error(401, str(exc))
     except NotPermitted as exc:
         return _error(403, str(exc))
+    except psycopg.errors.QueryCanceled:
+        ms = request.app.state.settings.statement_timeout_ms
+        return _error(504, f"the query ran longer than the {ms} ms allowed per statement; "
+                      "ask for less (a shorter period or one service_code)")
 
 
 def _request(ev: dict[str, Any], base: str, photo: int | None) -> dict[str, Any]:

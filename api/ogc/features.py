@@ -22,6 +22,7 @@ refuse ``cql2-text``); the provider filters, and pygeoapi's own links on those p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from layers.errors import DatabaseNotReady, InvalidInput, LayersError, NotFound
 if TYPE_CHECKING:
     from api.ogc import OgcService
 
+log = logging.getLogger("gridgov.api")
 GEOJSON = "application/geo+json"
 FILTER_PARAMS = ("filter", "filter-lang", "filter-crs")
 
@@ -111,6 +113,8 @@ async def _items(service: OgcService, request: Request, cid: str) -> Response:
                             headers={"Content-Crs": f"<{query.crs.uri}>"})
     except LayersError as exc:
         return await _fault(service, request, fmt, exc)
+    except psycopg.errors.QueryCanceled:
+        return _timeout(request)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         return await _fault(service, request, fmt, DatabaseNotReady(str(exc)))
     call = items_call(cid, uri, params, query)
@@ -157,6 +161,8 @@ async def _item(service: OgcService, request: Request, cid: str, fid: str) -> Re
         return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
     except LayersError as exc:
         return await _fault(service, request, fmt, exc)
+    except psycopg.errors.QueryCanceled:
+        return _timeout(request)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         return await _fault(service, request, fmt, DatabaseNotReady(str(exc)))
 
@@ -277,6 +283,18 @@ def _without(request: Request, names: Iterable[str]) -> Request:
     kept = [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
     scope = {**request.scope, "query_string": urlencode(kept).encode()}
     return Request(scope, request.receive)
+
+
+def _timeout(request: Request) -> Response:
+    """A statement cancelled by ``statement_timeout`` (a ``QueryCanceled``, which psycopg
+    files under ``OperationalError``: not a database that is down): 504 as an OGC
+    exception naming the limit."""
+    ms = request.app.state.settings.statement_timeout_ms
+    log.warning("%s %s: statement cancelled after %d ms", request.method, request.url.path, ms)
+    text = (f"the query ran longer than the {ms} ms allowed per statement; ask for less "
+            "(a smaller page, bbox or filter)")
+    return JSONResponse({"code": "NoApplicableCode", "type": "NoApplicableCode",
+                         "description": text, "limit_ms": ms}, status_code=504)
 
 
 async def _fault(service: OgcService, request: Request, fmt: str, exc: LayersError) -> Response:
