@@ -298,3 +298,30 @@ def test_qgis_reprojects_to_gauss_kruger(qgis_env: dict[str, str], db_url: str,
     assert set(out["points"]) == set(truth), why
     worst = max(math.dist(out["points"][c], truth[c]) for c in truth)
     assert worst < 0.05, f"worst offset {worst:.3f} m\n{why}"  # centimetres at most
+
+
+def test_qgis_zoomed_out_over_the_territory_is_within_the_bbox_limit(
+    qgis_env: dict[str, str], db_url: str, server: tuple[str, Recorder]
+) -> None:
+    """QGIS sends its view extent as bbox (restrictToRequestBBOX): the whole territory
+    with ten times its size around it is far inside GRIDGOV_MAX_BBOX_KM2's default; a
+    view of the whole world holds the layer's extent, and then QGIS sends no bbox."""
+    url, recorder = server
+    x0, y0, x1, y1 = db_extent(db_url, "micro_grids")
+    w, h = x1 - x0, y1 - y0
+    view = (x0 - 5 * w, y0 - 5 * h, x1 + 5 * w, y1 + 5 * h)
+    out, seen = qgis(qgis_env, recorder, url=url, collection="micro_grids", bbox=view,
+                     extra=" restrictToRequestBBOX='1'")
+    why = diagnose(out, seen)
+    assert out["valid"], why
+    assert sorted(out["codes"]) == sorted(db_codes(db_url, "micro_grids")), why
+    pages = [q for q, _ in items_requests(seen, "micro_grids")[1:]]
+    assert pages and all(q.get("bbox") for q in pages), why
+    assert all(status == 200 for _, status in items_requests(seen, "micro_grids")), why
+    out, seen = qgis(qgis_env, recorder, url=url, collection="micro_grids",
+                     bbox=(-180, -90, 180, 90), extra=" restrictToRequestBBOX='1'")
+    why = diagnose(out, seen)
+    assert sorted(out["codes"]) == sorted(db_codes(db_url, "micro_grids")), why
+    items = items_requests(seen, "micro_grids")
+    assert items and not any(q.get("bbox") for q, _ in items), why
+    assert all(status == 200 for _, status in items), why
