@@ -33,6 +33,9 @@ OPEN = set(events.OPEN_STATES)
 _ID = re.compile(r"[0-9]{1,19}")  # ASCII digits only ("²".isdigit() is True)
 
 
+MAX_REQUESTS = 1000  # GeoReport v2 has no paging: a list is the newest this many
+
+
 def _error(status: int, description: str) -> JSONResponse:
     return JSONResponse([{"code": status, "description": description}], status_code=status)
 
@@ -223,7 +226,7 @@ async def list_requests(request: Request) -> JSONResponse:
                 found = await events.list_events(conn, events.ListQuery(
                     state=states, category=code,
                     since=start or events.now_utc() - dt.timedelta(days=90), until=end,
-                    limit=1000))
+                    limit=MAX_REQUESTS))
             photos = {}
             for ev in found:
                 cur = await conn.execute("SELECT min(id) FROM event_photos WHERE event_id = %s",

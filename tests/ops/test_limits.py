@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api import locate_io
+from api import locate_io, open311
 from api.app import create_app
 from api.ogc import transactions
 from api.settings import Settings
-from layers import cql2, events, features, nearby
+from layers import cql2, events, features, nearby, photos
 from layers.auth import create_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +126,11 @@ def test_the_readme_limits_table_says_what_the_code_does() -> None:
     shows("/nearby limit", nearby.MAX_LIMIT)
     shows("sortby keys", features.MAX_SORT_KEYS)
     shows("statement timeout (ms)", defaults.statement_timeout_ms)
+    shows("bbox area (km², OGC items)", defaults.max_bbox_km2)
+    shows("page size (/api/v1/events)", events.MAX_LIST)
+    shows("page size (Open311 requests)", open311.MAX_REQUESTS)
+    shows("photo size (MB)", photos.MAX_BYTES / 2**20)
+    assert "413" in number("OGC Part 4 body (MiB)")
     shows("wait for a pooled connection (s)", defaults.pool_timeout)
 
 
