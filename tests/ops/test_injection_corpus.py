@@ -194,8 +194,12 @@ def test_ogc_items_item_and_tiles(client: TestClient) -> None:
         lang = "cql2-json" if f.startswith("{") else "cql2-text"
         cases.append(("GET", items.format("buildings"), {
             "params": {"f": "json", "filter": f, "filter-lang": lang}}, {400, 413}))
+    # the world is over GRIDGOV_MAX_BBOX_KM2 (400); a box of ~800,000 km² around the
+    # town with the largest page is answered
     cases.append(("GET", items.format("buildings"), {
-        "params": {"f": "json", "bbox": "-180,-90,180,90", "limit": "10000"}}, {200}))
+        "params": {"f": "json", "bbox": "-180,-90,180,90", "limit": "10000"}}, {400}))
+    cases.append(("GET", items.format("buildings"), {
+        "params": {"f": "json", "bbox": "113,32,123,40", "limit": "10000"}}, {200}))
     cases.append(("GET", "/ogc/collections/buildings/tiles/WebMercatorQuad/99/0/0", {}, {400,
                                                                                          404}))
     run(client, cases)
