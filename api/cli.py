@@ -291,6 +291,10 @@ def serve(
     configure_logging(json_lines=s.log_json)
     common = {"host": host, "port": port, "log_config": None, "access_log": False}
     if workers == 1:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the operator's: empty it first
+            with metrics_dir():
+                uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
+            return
         uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
         return
     os.environ["GRIDGOV_DATABASE_URL"] = database.url  # for the worker processes
