@@ -46,9 +46,15 @@ TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
 COG_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/tiff": {}}, "description": "the Cloud-Optimised GeoTIFF"},
     206: {"description": "the byte range asked for (Range)"},
+    400: {"description": "a run id that is not an integer"},
     404: {"description": "unknown image or change run"},
     416: {"description": "a range outside the file"},
 }
+JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a run id that is not an integer (problem+json)"},
+    404: {"description": "unknown image or change run, or no orthophoto (problem+json)"},
+}
+RUN_ID_MAX = 2**31 - 1  # change_runs.id is a PostgreSQL integer
 
 router = APIRouter(tags=["Imagery tiles"])
 
@@ -57,6 +63,14 @@ def _number(name: str, text: str) -> int:
     if not _INTEGER.fullmatch(text):
         raise InvalidTile(f"{name}: {text!r} is not an integer", parameter=name)
     return int(text)
+
+
+def _name(name: str) -> str:
+    """``name`` when it could be an image's name; else 404 before any SQL (a NUL byte
+    or 10 kB of text never reaches PostgreSQL)."""
+    if not imagery.NAME.fullmatch(name):
+        raise NotFound(f"no imagery named {name[:80]!r}")
+    return name
 
 
 def _address(z: str, x: str, last: str) -> tuple[TileId, str]:
@@ -109,12 +123,15 @@ def _cog(image: imagery.Image) -> Response:
 
 
 async def _one(request: Request, name: str) -> imagery.Image:
+    name = _name(name)
     async with request.app.state.read_pool.connection() as conn:
         return await imagery.alookup(conn, name)
 
 
 async def _mask(request: Request, run_id: str) -> imagery.Image:
     rid = _number("run_id", run_id)
+    if rid > RUN_ID_MAX:
+        raise NotFound(f"no change run {rid}", run_id=rid)
     async with request.app.state.read_pool.connection() as conn:
         return await imagery.arun_mask(conn, rid)
 
@@ -122,7 +139,8 @@ async def _mask(request: Request, run_id: str) -> imagery.Image:
 # -- the orthophoto mosaic ----------------------------------------------------------------
 
 
-@router.get("/tiles/imagery", summary="Registered imagery (orthophotos and change masks)")
+@router.get("/tiles/imagery", summary="Registered imagery (orthophotos and change masks)",
+            responses=JSON_RESPONSES)
 async def list_imagery(request: Request) -> dict[str, Any]:
     async with request.app.state.read_pool.connection() as conn:
         cur = await conn.execute("SELECT name FROM imagery ORDER BY name")
@@ -137,7 +155,8 @@ async def list_imagery(request: Request) -> dict[str, Any]:
 
 
 @router.get("/tiles/imagery/tilejson.json",
-            summary="TileJSON 3.0.0 of the orthophoto mosaic (QGIS XYZ, MapLibre)")
+            summary="TileJSON 3.0.0 of the orthophoto mosaic (QGIS XYZ, MapLibre)",
+            responses=JSON_RESPONSES)
 async def mosaic_tilejson(request: Request) -> dict[str, Any]:
     async with request.app.state.read_pool.connection() as conn:
         images = await imagery.aorthophotos(conn)
@@ -159,7 +178,8 @@ async def mosaic_tile(request: Request, z: str, x: str, tile: str) -> Response:
 # -- one image ------------------------------------------------------------------------------
 
 
-@router.get("/tiles/imagery/{name}/tilejson.json", summary="TileJSON 3.0.0 of one image")
+@router.get("/tiles/imagery/{name}/tilejson.json", summary="TileJSON 3.0.0 of one image",
+            responses=JSON_RESPONSES)
 async def image_tilejson(request: Request, name: str) -> dict[str, Any]:
     image = await _one(request, name)
     return _tilejson(name, f"{_root(request)}/tiles/imagery/{name}/{{z}}/{{x}}/{{y}}.png",
@@ -173,9 +193,10 @@ async def image_tile(request: Request, name: str, z: str, x: str, tile: str) -> 
     return await _tile(request, [await _one(request, name)], tid, fmt)
 
 
-@router.api_route("/tiles/imagery/{file}", methods=["GET", "HEAD"],
-                  summary="One image's Cloud-Optimised GeoTIFF ({name}.tif; Range requests)",
-                  response_class=Response, responses=COG_RESPONSES)
+@router.head("/tiles/imagery/{file}", include_in_schema=False)
+@router.get("/tiles/imagery/{file}",
+            summary="One image's Cloud-Optimised GeoTIFF ({name}.tif; Range requests, HEAD)",
+            response_class=Response, responses=COG_RESPONSES)
 async def image_cog(request: Request, file: str) -> Response:
     name, dot, ext = file.rpartition(".")
     if not dot or ext != "tif":
@@ -187,7 +208,7 @@ async def image_cog(request: Request, file: str) -> Response:
 
 
 @router.get("/tiles/changes/{run_id}/tilejson.json",
-            summary="TileJSON 3.0.0 of a change run's mask")
+            summary="TileJSON 3.0.0 of a change run's mask", responses=JSON_RESPONSES)
 async def mask_tilejson(request: Request, run_id: str) -> dict[str, Any]:
     image = await _mask(request, run_id)
     return _tilejson(image.name,
@@ -203,9 +224,10 @@ async def mask_tile(request: Request, run_id: str, z: str, x: str, tile: str) ->
     return await _tile(request, [await _mask(request, run_id)], tid, fmt)
 
 
-@router.api_route("/tiles/changes/{run_id}/mask.tif", methods=["GET", "HEAD"],
-                  summary="A change run's mask as a Cloud-Optimised GeoTIFF (Range requests)",
-                  response_class=Response, responses=COG_RESPONSES)
+@router.head("/tiles/changes/{run_id}/mask.tif", include_in_schema=False)
+@router.get("/tiles/changes/{run_id}/mask.tif",
+            summary="A change run's mask as a Cloud-Optimised GeoTIFF (Range requests, HEAD)",
+            response_class=Response, responses=COG_RESPONSES)
 async def mask_cog(request: Request, run_id: str) -> Response:
     return _cog(await _mask(request, run_id))
 

@@ -187,6 +187,12 @@ def test_tiles_give_the_source_pixels_204_outside_400_for_bad_addresses(site: An
         r = c.get("/tiles/imagery/nope/1/0/0.png")
         assert r.status_code == 404 and "nope" in r.json()["detail"]
         assert c.get("/tiles/changes/999/1/0/0.png").status_code == 404
+        # names and run ids that PostgreSQL would choke on never reach it
+        for path in ("/tiles/imagery/a%20b%27;/1/0/0.png", "/tiles/imagery/" + "n" * 300 + ".tif",
+                     "/tiles/changes/4294967296/mask.tif"):
+            r = c.get(path)
+            assert r.status_code == 404 and r.headers["content-type"] == (
+                "application/problem+json"), path
 
 
 def test_tilejson_and_the_registry_list(site: Any) -> None:
