@@ -143,9 +143,7 @@ async def _mask(request: Request, run_id: str) -> imagery.Image:
             responses=JSON_RESPONSES)
 async def list_imagery(request: Request) -> dict[str, Any]:
     async with request.app.state.read_pool.connection() as conn:
-        cur = await conn.execute("SELECT name FROM imagery ORDER BY name")
-        names = [r[0] for r in await cur.fetchall()]
-        items = [await imagery.alookup(conn, n) for n in names]
+        items = await imagery.alist_images(conn)
     root = _root(request)
     return {"imagery": [{**i.as_json(),
                          "tiles": f"{root}/tiles/imagery/{i.name}/{{z}}/{{x}}/{{y}}.png",

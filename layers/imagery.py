@@ -357,6 +357,11 @@ def delete_file(root: Path, image: Image) -> bool:
 # -- what the tile routes read (async, the server's pool) -----------------------------------
 
 
+async def alist_images(conn: psycopg.AsyncConnection[Any]) -> list[Image]:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM imagery ORDER BY name")  # noqa: S608
+    return [_image(r) for r in await cur.fetchall()]
+
+
 async def alookup(conn: psycopg.AsyncConnection[Any], name: str) -> Image:
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM imagery WHERE name = %s",  # noqa: S608
                              (name,))
