@@ -89,8 +89,17 @@ def _root(request: Request) -> str:
 
 async def _tile(request: Request, images: list[imagery.Image], tile: TileId, fmt: str
                 ) -> Response:
+    from rasterio.errors import RasterioIOError
+
     renderer: Renderer = request.app.state.renderer
-    data = await run_in_threadpool(renderer.render, images, tile, fmt) if images else None
+    try:
+        data = await run_in_threadpool(renderer.render, images, tile, fmt) if images else None
+    except RasterioIOError as exc:  # a registered file removed behind the registry's back
+        missing = [i.name for i in images if not i.path.is_file()]
+        if not missing:
+            raise
+        raise NotFound(f"the file of imagery {missing[0]!r} is missing on the server",
+                       name=missing[0]) from exc
     headers = {"Cache-Control": CACHE_CONTROL}
     if data is None:
         return Response(status_code=204, headers=headers)

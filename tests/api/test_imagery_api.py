@@ -195,7 +195,7 @@ def test_tiles_give_the_source_pixels_204_outside_400_for_bad_addresses(site: An
                 "application/problem+json"), path
 
 
-def test_tilejson_and_the_registry_list(site: Any) -> None:
+def test_tilejson_the_registry_list_and_a_missing_file(site: Any) -> None:
     base, _src, _s, _url = site
     with httpx.Client(base_url=base, timeout=30) as c:
         tj = c.get("/tiles/imagery/tilejson.json").json()
@@ -209,6 +209,13 @@ def test_tilejson_and_the_registry_list(site: Any) -> None:
         listed = c.get("/tiles/imagery").json()["imagery"]
         assert [i["name"] for i in listed] == ["ortho"]
         assert listed[0]["cog"] == f"{base}/tiles/imagery/ortho.tif"
+        # a file removed behind the registry's back: a 404 naming it, not a 500
+        with db.connect(_url) as conn:
+            imagery.lookup(conn, "ortho").path.unlink()
+        t = tile_at(*ground(100, 100)[2:], 18)[0]
+        for path in (f"/tiles/imagery/ortho/{t.z}/{t.x}/{t.y}.png", "/tiles/imagery/ortho.tif"):
+            r = c.get(path)
+            assert r.status_code == 404 and "'ortho' is missing" in r.json()["detail"], path
 
 
 def test_the_cog_is_served_with_ranges_and_gdal_reads_it_remotely(site: Any) -> None:
