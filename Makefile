@@ -17,7 +17,7 @@ BIN := $(VENV)/bin
 
 export HOST PORT WORKERS
 
-.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc bench-changes stop reset-db clean notebook
+.PHONY: help deps os-deps py-deps run serve db test lint bench bench-ogc bench-changes bench-raster stop reset-db clean notebook
 
 help:
 	@echo "make run       install what is missing, start the local PostGIS, migrate, seed, serve on http://$(HOST):$(PORT) (WORKERS=N processes)"
@@ -28,6 +28,7 @@ help:
 	@echo "make notebook  JupyterLab on notebooks/ in the project's venv, on the demo database (a server on NOTEBOOK_PORT=$(NOTEBOOK_PORT) for the OGC API cells)"
 	@echo "make bench     /locate throughput next to the same SQL from psycopg (a throwaway cluster, ~2 min)"
 	@echo "make bench-changes  orthophoto change detection: scores vs plain differencing, speed vs the bare read, peak memory at 1 and 4 GB (~1 h)"
+	@echo "make bench-raster  raster tile rendering next to the bare rasterio read of the same windows (~1 min)"
 	@echo "make bench-ogc OGC API items, item and tiles next to raw SQL, tipg and pygeoapi (~12 min; peers install into .data/bench-peers-venv once)"
 
 deps: os-deps py-deps
@@ -94,6 +95,9 @@ bench-ogc: deps
 
 bench-changes: deps
 	$(BIN)/python -m bench.changes $(BENCH_ARGS)
+
+bench-raster: deps
+	$(BIN)/python -m bench.raster $(BENCH_ARGS)
 
 stop: py-deps
 	$(BIN)/gridgov db stop

@@ -23,6 +23,7 @@ from api import (
     pages,
     problems,
     routes_events,
+    routes_imagery,
     routes_locate,
 )
 from api.ogc import mount as mount_ogc
@@ -49,6 +50,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         finally:
             observability.mark_process_dead()
             app.state.ogc.close()
+            app.state.renderer.close()
             if reads is not pool:
                 await reads.close()
             await pool.close()
@@ -73,6 +75,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     faults.install(app)
     app.include_router(routes_locate.router)
     app.include_router(routes_events.router)
+    routes_imagery.install(app)  # /tiles/imagery, /tiles/changes: raster tiles and COGs
     app.include_router(open311.router)
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes

@@ -281,6 +281,12 @@ def serve(
     if not no_setup and database.cluster is not None:
         demo_coverage(s, database)
         demo_events(database)
+        from api.cli_imagery import demo_orthophoto
+
+        try:
+            demo_orthophoto(s, database.url)  # the pages' background, once
+        except LayersError as exc:
+            typer.echo(f"demo orthophoto not registered: {exc}")
     base = s.public_url or f"http://{host}:{port}"
     typer.echo(f"gridgov serving {database.where} with {workers} worker(s)")
     typer.echo(f"  landing page   {base}/")
@@ -379,13 +385,14 @@ def token_list() -> None:
 
 
 def _register_subcommands() -> None:
-    from api import cli_changes, cli_events, cli_grid, cli_links, cli_ops
+    from api import cli_changes, cli_events, cli_grid, cli_imagery, cli_links, cli_ops
 
     app.add_typer(cli_grid.grid_app, name="grid")
     app.add_typer(cli_changes.changes_app, name="changes")
     app.add_typer(cli_events.users_app, name="users")
     app.add_typer(cli_events.events_app, name="events")
     app.add_typer(cli_links.links_app, name="links")
+    app.add_typer(cli_imagery.imagery_app, name="imagery")
     cli_ops.register(app)
 
 

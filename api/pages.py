@@ -13,8 +13,9 @@
   ``/screen/data.json`` every ``GRIDGOV_SCREEN_REFRESH_SECONDS``.
 
 The background is our own layers as vector tiles from ``/ogc/collections/{c}/tiles``
-drawn by Leaflet.VectorGrid (micro-grids, roads, buildings). Orthophoto raster tiles come
-with issue #5: :data:`IMAGERY` is where their URL template goes (drawn under the vectors).
+drawn by Leaflet.VectorGrid (micro-grids, roads, buildings), over the drone orthophoto
+mosaic (``/tiles/imagery``, :data:`IMAGERY`) where imagery is registered: only within the
+orthophotos' extent, enlarged beyond their native zoom.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from layers.errors import NotFound
 STATIC = Path(__file__).with_name("static")
 TEMPLATES = Path(__file__).with_name("templates")
 VECTOR_LAYERS = ("micro_grids", "roads", "buildings")
-IMAGERY: str | None = None  # issue #5: "/tiles/ortho/{z}/{x}/{y}.png" drawn under the vectors
+IMAGERY = "/tiles/imagery/{z}/{x}/{y}.png"  # the orthophoto mosaic, drawn under the vectors
 CAMERA_RADIUS_M = 300.0
 HIGH_POINT_RADIUS_M = 3000.0
 
@@ -89,12 +90,31 @@ def _map(root: str, location: tuple[float, float], zoom: int, height: str,
     return m
 
 
-def _vector_config(root: str) -> dict[str, Any]:
+async def _vector_config(request: Request) -> dict[str, Any]:
+    root = _root(request)
     return {
         "tiles": {name: f"{root}/ogc/collections/{name}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}"
                   for name in VECTOR_LAYERS},
-        "imagery": IMAGERY and root + IMAGERY,
+        **await _imagery(request, root),
     }
+
+
+async def _imagery(request: Request, root: str) -> dict[str, Any]:
+    """The orthophoto background: URL template, extent (Leaflet's [[s, w], [n, e]]) and the
+    native zoom of the finest image; empty when no orthophoto is registered."""
+    from tiles.raster import native_zoom
+
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            "SELECT r, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+            "min(resolution_m) AS r, ST_Extent(footprint) AS e FROM imagery "
+            "WHERE kind = 'orthophoto') q")
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return {}
+    res, w, s, e, n = row
+    return {"imagery": root + IMAGERY, "imagery_bounds": [[s, w], [n, e]],
+            "imagery_max_zoom": native_zoom(res, (s + n) / 2)}
 
 
 def _figure(title: str, *, wide: bool = False) -> Figure:
@@ -222,7 +242,7 @@ async def event_page(request: Request, event_id: str, t: str | None = None) -> R
         nav=navigation(lon, lat, title), grid=grid["properties"], cameras=len(cams),
         high_points=len(hps))))
     m.add_child(_Script(root, "gridgovPhone",
-                        {**_vector_config(root), "event": ev["id"], "root": root,
+                        {**await _vector_config(request), "event": ev["id"], "root": root,
                          "state": ev["state"], "icon": f"{root}/static/vendor/leaflet/images/"},
                         {"map": m, "focus": boundary, "spot": spot}))
     return _html(fig)
@@ -255,7 +275,7 @@ async def grid_page(request: Request, code: str, t: str | None = None) -> Respon
         grid=p, events=len(evs["features"]),
         overdue=sum(1 for f in evs["features"] if f["properties"]["overdue"]),
         nav=navigation(p["lon"], p["lat"], p["name"]))))
-    m.add_child(_Script(root, "gridgovPhone", {**_vector_config(root), "root": root},
+    m.add_child(_Script(root, "gridgovPhone", {**await _vector_config(request), "root": root},
                         {"map": m, "focus": boundary}))
     return _html(fig)
 
@@ -282,7 +302,7 @@ async def high_point_page(request: Request, code: str, t: str | None = None) -> 
     fig.html.add_child(Element(_env.get_template("page_high_point.html").render(
         hp=p, cameras=len(cams), nav=navigation(lon, lat, p["name"]))))
     # a 3 km ring: the grid and roads; buildings at that zoom would outweigh the page
-    m.add_child(_Script(root, "gridgovPhone", {**_vector_config(root), "root": root,
+    m.add_child(_Script(root, "gridgovPhone", {**await _vector_config(request), "root": root,
                                                "only": ["micro_grids", "roads"]},
                         {"map": m, "focus": ring}))
     return _html(fig)
@@ -318,7 +338,7 @@ async def screen(request: Request, t: str | None = None) -> Response:
         refresh=_settings(request).screen_refresh_seconds)))
     token = f"?t={quote(t)}" if t else ""
     m.add_child(_Script(root, "gridgovScreen", {
-        **_vector_config(root), "root": root, "live": live,
+        **await _vector_config(request), "root": root, "live": live,
         "bounds": [[y0, x0], [y1, x1]],
         "data": f"{root}/screen/data.json{token}",
         "coverage": f"{root}/screen/coverage.json{token}",

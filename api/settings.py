@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         return self.photos_dir_override or self.data_dir / "photos"
 
     @property
+    def imagery_dir(self) -> Path:
+        """Where registered imagery (orthophotos, change masks) is kept as COGs."""
+        return self.data_dir / "imagery"
+
+    @property
     def dsm_path(self) -> Path:
         return self.surface_model or self.data_dir / "dsm.tif"
 

@@ -11,13 +11,16 @@ var GRIDGOV_STATES = {
 };
 
 function gridgovVectors(map, cfg, only) {
-  if (cfg.imagery) {  /* drone orthophoto tiles (issue #5), under our vectors */
-    L.tileLayer(cfg.imagery, {maxZoom: 22, maxNativeZoom: 21}).addTo(map);
+  if (cfg.imagery) {  /* the drone orthophoto mosaic (our /tiles/imagery), under our vectors */
+    L.tileLayer(cfg.imagery, {maxZoom: 22, maxNativeZoom: cfg.imagery_max_zoom,
+                              bounds: cfg.imagery_bounds, className: "gridgov-imagery"}
+               ).addTo(map);
   }
   var styles = {
     micro_grids: {weight: 2, color: "#0050b3", opacity: 0.9, fill: false},
     roads: {weight: 3, color: "#8c8c8c", opacity: 1},
-    buildings: {weight: 1, color: "#434343", fill: true, fillColor: "#d9d9d9", fillOpacity: 0.9}
+    buildings: {weight: 1, color: "#434343", fill: true, fillColor: "#d9d9d9",
+                fillOpacity: cfg.imagery ? 0.2 : 0.9}  /* roofs show through on imagery */
   };
   var out = {};
   Object.keys(cfg.tiles).forEach(function (name) {
