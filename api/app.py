@@ -23,6 +23,7 @@ from api import (
     pages,
     problems,
     routes_events,
+    routes_imagery,
     routes_locate,
 )
 from api.ogc import mount as mount_ogc
@@ -73,6 +74,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(routes_locate.router)
     app.include_router(routes_events.router)
     app.include_router(open311.router)
+    app.include_router(routes_imagery.router)  # GeoTIFF uploads for detect-changes
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc

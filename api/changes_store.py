@@ -4,7 +4,7 @@ suspected illegal structures as events with before/after chips as evidence."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,13 @@ from layers import db
 
 
 def commit(settings: Settings, url: str, before: Path, after: Path, doc: Mapping[str, Any],
-           mask: Path | None = None) -> dict[str, Any]:
+           mask: Path | Callable[[int], Path] | None = None) -> dict[str, Any]:
     """Store ``doc`` (the CRS84 GeoJSON of a detection of ``before`` → ``after``) in one
-    transaction; files written for evidence are removed again if it fails."""
+    transaction; files written for evidence are removed again if it fails.
+
+    ``mask`` is the change mask's path, or a function that, given the new run's id, puts
+    the mask where it belongs (``<data_dir>/changes/run-<id>/mask.tif``) and returns that
+    path; within the transaction, so a mask placed by a failed store is removed again."""
     from gis.chips import chip
     from gis.errors import GisError
     from layers import changes, photos
@@ -39,15 +43,24 @@ def commit(settings: Settings, url: str, before: Path, after: Path, doc: Mapping
 
     async def run() -> dict[str, Any]:
         written: list[str] = []
+        placed: list[Path] = []
+        fixed = None if callable(mask) else mask
         async with await db.aconnect(url) as conn:
             try:
                 async with conn.transaction():
-                    return await changes.store(
+                    result = await changes.store(
                         conn, key, before.name, after.name, doc,
-                        mask_path=str(mask) if mask else None, evidence=evidence,
+                        mask_path=str(fixed) if fixed else None, evidence=evidence,
                         photo_root=root, written=written)
+                    if callable(mask):
+                        placed.append(mask(result["run"]))
+                        await conn.execute("UPDATE change_runs SET mask_path = %s WHERE id = %s",
+                                           (str(placed[0]), result["run"]))
+                    return result
             except BaseException:
                 photos.remove(root, *written)
+                for path in placed:
+                    path.unlink(missing_ok=True)
                 raise
 
     try:

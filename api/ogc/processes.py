@@ -97,6 +97,12 @@ class GridgovProcessor(BaseProcessor, ABC):  # type: ignore[misc]
     def parse(self, inputs: Any) -> Any:
         """The checked inputs; raise ``InvalidInput``/``GisError`` for bad ones."""
 
+    def parse_request(self, inputs: Any, ctx: ProcessContext | None,
+                      base_url: str | None) -> Any:
+        """``parse``, for processes that need the server's settings (files) or the OGC
+        API's base URL (``http://host/ogc``, for results that link to the server)."""
+        return self.parse(inputs)
+
     @abstractmethod
     def run(self, ctx: ProcessContext, parsed: Any, progress: Progress) -> tuple[str, Any]:
         """(media type, value): bytes or text are sent as they are, any other value as
@@ -400,8 +406,15 @@ class CoverageProcessor(GridgovProcessor):
         }
 
 
+def _detect_changes() -> type[GridgovProcessor]:
+    from api.ogc.detect_changes import DetectChangesProcessor
+
+    return DetectChangesProcessor
+
+
 PROCESSES: Mapping[str, type[GridgovProcessor]] = {
     "locate": LocateProcessor,
     "coverage": CoverageProcessor,
+    "detect-changes": _detect_changes(),
 }
 """The processes published at /ogc/processes, by id."""
