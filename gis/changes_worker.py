@@ -81,8 +81,15 @@ def main(argv: list[str]) -> int:
                      "extensions": exc.extensions})
         return REFUSED_EXIT
     except RasterioError as exc:  # a file whose headers were fine but not its pixels
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _say(proto, {"error": f"cannot read the rasters: {first}",
+        said: list[str] = []  # rasterio wraps GDAL's own words: the file, the fault
+        cause: BaseException | None = exc
+        while cause is not None:
+            line = (str(cause).splitlines() or [""])[0]
+            if line and "previous exception" not in line and line not in said:
+                said.append(line)
+            cause = cause.__cause__
+        text = "; ".join(said) or type(exc).__name__
+        _say(proto, {"error": f"cannot read the rasters: {text[:400]}",
                      "type": "RasterInputError", "extensions": {}})
         return REFUSED_EXIT
     except Exception as exc:  # noqa: BLE001 - reported to the parent, traceback to stderr
