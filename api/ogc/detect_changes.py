@@ -77,11 +77,19 @@ def _refuse(name: str, text: str) -> InvalidInput:
     return InvalidInput(f"'{name}': {text}", input=name)
 
 
+def _show(ref: str) -> str:
+    return ref if len(ref) <= 120 else ref[:117] + "..."
+
+
 def inbox_file(name: str, ref: str, inbox: Path) -> Path:
     """The file ``ref`` (a path in the inbox, or a ``file:`` URL to it) names, resolved;
     anything else is an :class:`InvalidInput` naming the input ``name``."""
     if not ref.strip():
         raise _refuse(name, "an empty path")
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(name, "not a usable path (not UTF-8)") from None
     if len(ref) > MAX_REF or "\x00" in ref:
         raise _refuse(name, "not a usable path")
     if SCHEME.match(ref):
@@ -95,13 +103,16 @@ def inbox_file(name: str, ref: str, inbox: Path) -> Path:
         ref = unquote(parts.path)
     path = Path(ref)
     if ".." in path.parts:
-        raise _refuse(name, f"'..' is not allowed in a path ({ref})")
+        raise _refuse(name, f"'..' is not allowed in a path ({_show(ref)})")
     root = inbox.resolve()
-    full = (path if path.is_absolute() else root / path).resolve()
-    if not full.is_relative_to(root):
-        raise _refuse(name, f"{ref} is outside the imagery inbox")
-    if not full.is_file():
-        raise _refuse(name, f"no file {ref} in the imagery inbox")
+    try:
+        full = (path if path.is_absolute() else root / path).resolve()
+        if not full.is_relative_to(root):
+            raise _refuse(name, f"{_show(ref)} is outside the imagery inbox")
+        if not full.is_file():
+            raise _refuse(name, f"no file {_show(ref)} in the imagery inbox")
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise _refuse(name, f"not a usable path ({type(exc).__name__})") from None
     return full
 
 

@@ -41,7 +41,7 @@ import copy
 import datetime as dt
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -406,15 +406,25 @@ class CoverageProcessor(GridgovProcessor):
         }
 
 
-def _detect_changes() -> type[GridgovProcessor]:
-    from api.ogc.detect_changes import DetectChangesProcessor
+class _Processes(Mapping[str, type[GridgovProcessor]]):
+    """id -> processor class. ``detect-changes`` lives in its own module, which imports
+    this one, so the table is completed on first use rather than at import."""
 
-    return DetectChangesProcessor
+    def _all(self) -> dict[str, type[GridgovProcessor]]:
+        from api.ogc.detect_changes import DetectChangesProcessor
+
+        return {"locate": LocateProcessor, "coverage": CoverageProcessor,
+                "detect-changes": DetectChangesProcessor}
+
+    def __getitem__(self, key: str) -> type[GridgovProcessor]:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
-PROCESSES: Mapping[str, type[GridgovProcessor]] = {
-    "locate": LocateProcessor,
-    "coverage": CoverageProcessor,
-    "detect-changes": _detect_changes(),
-}
+PROCESSES: Mapping[str, type[GridgovProcessor]] = _Processes()
 """The processes published at /ogc/processes, by id."""
