@@ -16,6 +16,8 @@ output (anything the libraries print goes to standard error):
 - ``{"done": {"objects": n, "counts": {kind: n}}}``, exit status 0;
 - ``{"error": message, "type": "RasterInputError" | "NoOverlapError" | "internal",
   "extensions": {...}}``, exit status 3 for a refused input, 1 otherwise.
+
+A worker whose parent (the server) has gone stops at its next line.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from typing import IO, Any
 REFUSED_EXIT = 3
 
 
+PARENT = os.getppid()
+
+
 def _say(out: IO[str], message: dict[str, Any]) -> None:
+    if os.getppid() != PARENT:  # the server is gone: nobody wants the answer
+        os._exit(1)
     out.write(json.dumps(message, ensure_ascii=False) + "\n")
     out.flush()
 
