@@ -67,9 +67,10 @@ def no_crs_tiff(path: Path) -> Path:
 
 
 @contextmanager
-def server(served: Served, url: str, data_dir: Path, inbox: Path) -> Iterator[httpx.Client]:
+def server(served: Served, url: str, data_dir: Path, inbox: Path, **more: Any
+           ) -> Iterator[httpx.Client]:
     settings = Settings(env="test", data_dir=data_dir, GRIDGOV_IMAGERY_INBOX=inbox,
-                        GRIDGOV_PHOTOS_DIR=data_dir / "photos", changes_workers=2)
+                        GRIDGOV_PHOTOS_DIR=data_dir / "photos", changes_workers=2, **more)
     with served(create_app(settings, url)) as base, httpx.Client(
             base_url=base, timeout=120) as http:
         yield http
@@ -222,8 +223,18 @@ def test_uploads_and_commit_false_store_nothing(fresh_db_url: str, served: Serve
     officer = {"Authorization": f"Bearer {token}", "Content-Type": "image/tiff"}
     inbox = tmp_path / "empty-inbox"  # the pair is not in this server's inbox
     before = counts(fresh_db_url)
-    with server(served, fresh_db_url, tmp_path / "data", inbox) as http:
-        # refusals: no token, not a TIFF, a TIFF without CRS; nothing is left behind
+    limit = 32 * 2**20  # more than the pair's files, less than the junk below
+    assert max(pair.before.stat().st_size, pair.after.stat().st_size) < limit
+    with server(served, fresh_db_url, tmp_path / "data", inbox,
+                imagery_upload_max_bytes=limit) as http:
+        # refusals: no token, not a TIFF, a TIFF without CRS, too big (declared or
+        # streamed); nothing is left behind
+        junk = b"\0" * (limit + 1)
+        r = http.post("/api/v1/imagery/uploads", content=junk, headers=officer)
+        assert r.status_code == 413 and r.json()["limit_bytes"] == limit, r.text
+        r = http.post("/api/v1/imagery/uploads", headers=officer,
+                      content=iter([junk[i:i + 2**20] for i in range(0, len(junk), 2**20)]))
+        assert r.status_code == 413, r.text
         assert http.post("/api/v1/imagery/uploads", content=pair.before.read_bytes(),
                          headers={"Content-Type": "image/tiff"}).status_code == 401
         r = http.post("/api/v1/imagery/uploads", content=b"not a tiff", headers=officer)
