@@ -25,6 +25,7 @@ from api import (
     routes_events,
     routes_imagery,
     routes_locate,
+    routes_uploads,
 )
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
@@ -77,6 +78,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(routes_events.router)
     routes_imagery.install(app)  # /tiles/imagery, /tiles/changes: raster tiles and COGs
     app.include_router(open311.router)
+    app.include_router(routes_uploads.router)  # GeoTIFF uploads for detect-changes
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import psycopg
 import psycopg_pool
@@ -41,9 +42,11 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``max_bytes`` (413 problem)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 larger: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})  # path -> its own limit (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +58,7 @@ class BodyLimit:
                                    "the URL holds a NUL byte (%00), which no parameter or id "
                                    "may contain")(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope.get("path", ""), self.max_bytes)
         declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"),
                         None)
         if declared is not None:
@@ -63,10 +67,10 @@ class BodyLimit:
                                        "Content-Length is not a byte count")(
                     scope, receive, send)
                 return
-            if int(declared) > self.max_bytes:
-                exc = BodyTooLarge(self.max_bytes)
+            if int(declared) > max_bytes:
+                exc = BodyTooLarge(max_bytes)
                 await problems.problem(413, "Payload too large", str(exc),
-                                       limit_bytes=self.max_bytes)(scope, receive, send)
+                                       limit_bytes=max_bytes)(scope, receive, send)
                 return
         seen = 0
 
@@ -75,8 +79,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         await self.app(scope, limited, send)
@@ -86,7 +90,10 @@ def install(app: FastAPI) -> None:
     app.state.pool_checks = set()  # at most one running check of the pools
     settings = app.state.settings
     timeout_ms = settings.statement_timeout_ms
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    from api.routes_uploads import UPLOADS_PATH
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       larger={UPLOADS_PATH: settings.imagery_upload_max_bytes})
 
     async def too_large(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BodyTooLarge)  # noqa: S101 - registered for it

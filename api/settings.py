@@ -87,6 +87,22 @@ class Settings(BaseSettings):
         description="Largest ground area (km²) an OGC items bbox may cover (400 beyond); "
         "a province, far more than any view of a town or district in QGIS.")
 
+    imagery_inbox_override: Path | None = Field(
+        default=None, alias="GRIDGOV_IMAGERY_INBOX",
+        description="The only directory the detect-changes process reads orthophotos and "
+        "DSMs from (uploads land in its uploads/); default <data_dir>/inbox.")
+    imagery_upload_max_bytes: int = Field(
+        default=4 * 1024**3, ge=1024,
+        description="Largest GeoTIFF accepted by POST /api/v1/imagery/uploads (413 "
+        "beyond); inline base64 inputs stay under GRIDGOV_MAX_BODY_BYTES.")
+    changes_workers: int | None = Field(
+        default=None, ge=1, description="Threads of one detect-changes job (default: every "
+        "core).")
+
+    @property
+    def imagery_inbox(self) -> Path:
+        return self.imagery_inbox_override or self.data_dir / "inbox"
+
     @property
     def photos_dir(self) -> Path:
         return self.photos_dir_override or self.data_dir / "photos"

@@ -512,6 +512,32 @@ def plan_detection(
         raise RasterInputError("give both DSMs (before and after) or neither", input="dsm")
     if block < 64:
         raise RasterInputError("block must be at least 64 pixels")
+    bi, ai, bd, ad, work = check_inputs(before, after, before_dsm, after_dsm)
+    t = bi.affine
+    res = math.sqrt(abs(t.a * t.e))
+    plan = Plan(
+        before=bi, after=ai, before_dsm=bd, after_dsm=ad, work=work, shift=(0.0, 0.0),
+        radiometry=IDENTITY, threshold=0.0, dsm_shift=0.0,
+        open_px=max(1, round(OPEN_M / res)), close_px=max(1, round(CLOSE_M / res)),
+        block=int(block), method=method,
+    )
+    if coregister and method == "cva":
+        plan = _replace(plan, shift=_coregister(plan))
+    return _fit(plan)
+
+
+def check_inputs(
+    before: str | Path,
+    after: str | Path,
+    before_dsm: str | Path | None = None,
+    after_dsm: str | Path | None = None,
+) -> tuple[RasterInfo, RasterInfo, RasterInfo | None, RasterInfo | None,
+           tuple[int, int, int, int]]:
+    """The cheap half of :func:`plan_detection`: each input readable and usable, the
+    earlier image projected and north-up, the overlap of them all on its grid (no pixel
+    is read but the headers). Returns the inputs' descriptions and that overlap."""
+    if (before_dsm is None) != (after_dsm is None):
+        raise RasterInputError("give both DSMs (before and after) or neither", input="dsm")
     bi = inspect_orthophoto(before, "before")
     ai = inspect_orthophoto(after, "after")
     crs = rasterio.crs.CRS.from_wkt(bi.crs)
@@ -535,16 +561,7 @@ def plan_detection(
         if work[2] < 8 or work[3] < 8:
             raise NoOverlapError("the orthophotos and the DSMs have no common ground",
                                  input="dsm")
-    res = math.sqrt(abs(t.a * t.e))
-    plan = Plan(
-        before=bi, after=ai, before_dsm=bd, after_dsm=ad, work=work, shift=(0.0, 0.0),
-        radiometry=IDENTITY, threshold=0.0, dsm_shift=0.0,
-        open_px=max(1, round(OPEN_M / res)), close_px=max(1, round(CLOSE_M / res)),
-        block=int(block), method=method,
-    )
-    if coregister and method == "cva":
-        plan = _replace(plan, shift=_coregister(plan))
-    return _fit(plan)
+    return bi, ai, bd, ad, work
 
 
 def _replace(plan: Plan, **kw: Any) -> Plan:

@@ -271,7 +271,8 @@ def _execute(procs: Any, api: Any, request: Any, process_id: str) -> Answer:
     prepared: AbstractContextManager[None] = nullcontext()
     if fault is None and isinstance(doc, dict) and process_id in api.manager.processes:
         try:
-            parsed = api.manager.parse(process_id, doc.get("inputs", {}))
+            parsed = api.manager.parse(process_id, doc.get("inputs", {}),
+                                       base_url=api.config["server"]["url"])
             prepared = api.manager.prepared(process_id, parsed)
         except ProcessorExecuteError as err:
             fault = (err.http_status_code, err.ogc_exception_code, err.message)

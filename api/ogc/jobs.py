@@ -157,13 +157,15 @@ class GridgovManager(TinyDBManager):  # type: ignore[misc]
 
     # -- execution ----------------------------------------------------------------------
 
-    def parse(self, process_id: str, inputs: Any) -> Any:
-        """The process's checked inputs; :class:`ProcessorExecuteError` (400...) if bad."""
+    def parse(self, process_id: str, inputs: Any, base_url: str | None = None) -> Any:
+        """The process's checked inputs; :class:`ProcessorExecuteError` (400...) if bad.
+        ``base_url``: the OGC API's (``http://host/ogc``), for results that link to it."""
         processor = self.get_processor(process_id)
         if not isinstance(processor, GridgovProcessor):
             raise ogc_error(TypeError(f"{process_id} is not a gridgov processor"))
         try:
-            return processor.parse(inputs)
+            ctx = self.runtime.context if self.runtime is not None else None
+            return processor.parse_request(inputs, ctx, base_url)
         except Exception as exc:
             raise ogc_error(exc) from exc
 

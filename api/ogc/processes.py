@@ -41,7 +41,7 @@ import copy
 import datetime as dt
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -96,6 +96,12 @@ class GridgovProcessor(BaseProcessor, ABC):  # type: ignore[misc]
     @abstractmethod
     def parse(self, inputs: Any) -> Any:
         """The checked inputs; raise ``InvalidInput``/``GisError`` for bad ones."""
+
+    def parse_request(self, inputs: Any, ctx: ProcessContext | None,
+                      base_url: str | None) -> Any:
+        """``parse``, for processes that need the server's settings (files) or the OGC
+        API's base URL (``http://host/ogc``, for results that link to the server)."""
+        return self.parse(inputs)
 
     @abstractmethod
     def run(self, ctx: ProcessContext, parsed: Any, progress: Progress) -> tuple[str, Any]:
@@ -400,8 +406,25 @@ class CoverageProcessor(GridgovProcessor):
         }
 
 
-PROCESSES: Mapping[str, type[GridgovProcessor]] = {
-    "locate": LocateProcessor,
-    "coverage": CoverageProcessor,
-}
+class _Processes(Mapping[str, type[GridgovProcessor]]):
+    """id -> processor class. ``detect-changes`` lives in its own module, which imports
+    this one, so the table is completed on first use rather than at import."""
+
+    def _all(self) -> dict[str, type[GridgovProcessor]]:
+        from api.ogc.detect_changes import DetectChangesProcessor
+
+        return {"locate": LocateProcessor, "coverage": CoverageProcessor,
+                "detect-changes": DetectChangesProcessor}
+
+    def __getitem__(self, key: str) -> type[GridgovProcessor]:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PROCESSES: Mapping[str, type[GridgovProcessor]] = _Processes()
 """The processes published at /ogc/processes, by id."""

@@ -76,6 +76,9 @@ def elsewhere(operation: str, code: str) -> bool:
         pattern.fullmatch(operation) and code == c for pattern, c in ELSEWHERE_OGC)
 
 
+# the GeoTIFF upload (POST /api/v1/imagery/uploads) takes the file itself as its body
+schemathesis.serializer.alias("image/tiff", "application/octet-stream")
+
 MAX_EXAMPLES = 6  # per operation and mode: ~45 operations, about a minute and a half
 BASE_RE = re.compile(r"https?://[^/]+")
 OGC_EXCEPTION = ("application/json", "application/ld+json")
