@@ -24,6 +24,7 @@ from api import (
     problems,
     routes_events,
     routes_locate,
+    session,
 )
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
@@ -72,6 +73,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     faults.install(app)
     app.include_router(routes_locate.router)
     app.include_router(routes_events.router)
+    app.include_router(session.router)  # sign-in by cookie for the phone pages
     app.include_router(open311.router)
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
