@@ -13,7 +13,8 @@
   chips, review): public, no sign-in unless ``GRIDGOV_PAGES_REQUIRE_LINK`` (then a signed
   link as for events).
 - ``/screen``  1920×1080: micro-grids coloured by open/overdue events, live events by
-  state, counts per community, the overdue list, coverage on demand; polls
+  state, counts per community, the overdue list, coverage and the change detections of
+  the last comparisons (suspected illegal ones in red) on demand; polls
   ``/screen/data.json`` every ``GRIDGOV_SCREEN_REFRESH_SECONDS``.
 
 The background is our own layers as vector tiles from ``/ogc/collections/{c}/tiles``
@@ -52,6 +53,7 @@ VECTOR_LAYERS = ("micro_grids", "roads", "buildings")
 IMAGERY: str | None = None  # issue #5: "/tiles/ortho/{z}/{x}/{y}.png" drawn under the vectors
 CAMERA_RADIUS_M = 300.0
 HIGH_POINT_RADIUS_M = 3000.0
+SCREEN_CHANGE_RUNS = 3  # the screen's change layer: detections of the last comparisons
 
 router = APIRouter(include_in_schema=False)
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
@@ -462,6 +464,8 @@ async def screen(request: Request, t: str | None = None) -> Response:
         "bounds": [[y0, x0], [y1, x1]],
         "data": f"{root}/screen/data.json{token}",
         "coverage": f"{root}/screen/coverage.json{token}",
+        "changes": f"{root}/screen/changes.json{token}",
+        "change_page": f"{root}/m/c/",
         "refresh": _settings(request).screen_refresh_seconds,
     }, {"map": m, "grids": grid_layer, "events": event_layer}))
     return _html(fig)
@@ -488,6 +492,19 @@ async def screen_coverage(request: Request, t: str | None = None) -> Response:
                             media_type="application/problem+json")
     async with _pool(request).connection() as conn:
         return JSONResponse(await maps.coverage(conn))
+
+
+@router.get("/screen/changes.json")
+async def screen_changes(request: Request, t: str | None = None) -> Response:
+    """Change detections of the last comparisons (on demand), suspected illegal ones
+    flagged by their verdict."""
+    if _screen_token(request, t) is not None:
+        return JSONResponse({"title": "Forbidden", "status": 403,
+                             "detail": "the screen needs a valid signed link"}, 403,
+                            media_type="application/problem+json")
+    async with _pool(request).connection() as conn:
+        return JSONResponse(await maps.screen_changes(conn, SCREEN_CHANGE_RUNS),
+                            headers={"Cache-Control": "no-store"})
 
 
 class SmsLinks:

@@ -215,6 +215,26 @@ WHERE cov.generation_id = """ + CURRENT, {"tol": SCREEN_SIMPLIFY_DEG})
     return row[0]  # type: ignore[index]
 
 
+async def screen_changes(conn: AConn, runs: int = 3, limit: int = 5000) -> dict[str, Any]:
+    """Change detections of the last ``runs`` comparisons (newest first): each outline
+    with its kind, verdict, review, area and whether an event was filed."""
+    cur = await conn.execute("""
+SELECT json_build_object('type', 'FeatureCollection',
+  'runs', (SELECT coalesce(json_agg(json_build_object('id', r.id, 'before', r.before_name,
+             'after', r.after_name, 'at', r.created_at) ORDER BY r.id DESC), '[]'::json)
+           FROM (SELECT * FROM change_runs ORDER BY id DESC LIMIT %(runs)s) r),
+  'features', coalesce(json_agg(json_build_object('type', 'Feature', 'id', d.id,
+    'geometry', ST_AsGeoJSON(d.geom, 7)::json,
+    'properties', json_build_object('id', d.id, 'kind', d.kind, 'verdict', d.verdict,
+      'review', d.review, 'area_m2', round(d.area_m2::numeric, 1),
+      'event', d.event_id IS NOT NULL)) ORDER BY d.id), '[]'::json))
+FROM (SELECT d.* FROM change_detections d
+      WHERE d.run_id IN (SELECT id FROM change_runs ORDER BY id DESC LIMIT %(runs)s)
+      ORDER BY d.id DESC LIMIT %(limit)s) d""", {"runs": runs, "limit": limit})
+    row = await cur.fetchone()
+    return row[0]  # type: ignore[index]
+
+
 async def bounds(conn: AConn) -> tuple[float, float, float, float]:
     """Extent of the current micro-grids (minx, miny, maxx, maxy)."""
     cur = await conn.execute("SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM "

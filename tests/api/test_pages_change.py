@@ -23,6 +23,7 @@ from test_pages import (
     FIRST_LOAD_LIMIT,
     PHONE,
     SECRET,
+    WALL,
     Visit,
     link,
     local_only,
@@ -130,6 +131,8 @@ def test_change_page_on_a_phone(browser: Any, changed_town: dict[str, Any]) -> N
             total = sum(v.bytes.values())
             assert total < FIRST_LOAD_LIMIT, f"first load {total} bytes"
             v.shoot("phone-change")
+            v.page.locator(".chips").scroll_into_view_if_needed()
+            v.shoot("phone-change-chips")
             html = v.page.content()
         finally:
             v.close()
@@ -190,3 +193,41 @@ def test_a_change_link_is_signed_when_pages_need_links(
         assert httpx.get(out.output.strip()).status_code == 200
         bad = cli("links", "make", "c", "99999999")
         assert bad.exit_code != 0 and "no detected change 99999999" in bad.output
+
+
+def test_the_screen_shows_the_last_changes_on_demand(browser: Any,
+                                                     changed_town: dict[str, Any]) -> None:
+    t = changed_town
+    with db.connect(t["url"]) as conn:  # an officer dismissed one: no longer in red
+        conn.execute("UPDATE change_detections SET review = 'dismissed' WHERE id = (SELECT "
+                     "max(id) FROM change_detections WHERE verdict = 'illegal_suspected' "
+                     "AND id <> %s)", (t["id"],))
+        total, red = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE verdict = 'illegal_suspected' AND "
+            "review IS DISTINCT FROM 'dismissed') FROM change_detections").fetchone()
+        conn.commit()
+    assert red >= 1 and total > red
+    with serve(make_app(t["url"], t["tmp"])) as base:
+        v = Visit(browser, f"{base}/screen", WALL)
+        try:
+            assert v.response.status == 200
+            assert v.page.locator(".gridgov-change, .gridgov-change-illegal").count() == 0
+            v.page.click("#changes")
+            assert v.settle(".gridgov-change-illegal", red) == red
+            assert v.page.locator(".gridgov-change").count() == total - red
+            assert v.page.locator("#changes-count").inner_text() == \
+                f"{total} 处，疑似违法 {red} 处"
+            assert v.page.evaluate("(e => e.scrollHeight <= e.clientHeight)"
+                                   "(document.getElementById('side'))")
+            v.page.wait_for_load_state("networkidle")
+            local_only(v.requests, base)
+            v.shoot("screen-changes")
+            v.page.click("#changes")  # and off again
+            v.page.wait_for_function(
+                "!document.querySelector('.gridgov-change, .gridgov-change-illegal')")
+        finally:
+            v.close()
+        data = httpx.get(f"{base}/screen/changes.json").json()
+        assert len(data["features"]) == total and len(data["runs"]) == 1
+    with serve(make_app(t["url"], t["tmp"], pages_require_link=True)) as base:
+        assert httpx.get(f"{base}/screen/changes.json").status_code == 403

@@ -239,4 +239,32 @@ function gridgovScreen(refs, cfg) {
       btn.classList.add("on");
     });
   });
+  /* change detections of the last comparisons: suspected illegal ones in red */
+  var chg = null, cbtn = document.getElementById("changes");
+  cbtn.addEventListener("click", function () {
+    var out = document.getElementById("changes-count");
+    if (chg) {
+      map.removeLayer(chg); chg = null; cbtn.classList.remove("on"); out.textContent = "";
+      map.fitBounds(cfg.bounds, {padding: [10, 10]});
+      return;
+    }
+    fetch(cfg.changes, {cache: "no-store"}).then(function (r) { return r.json(); }).then(function (fc) {
+      var illegal = 0;
+      chg = L.geoJSON(fc, {style: function (f) {
+        var bad = f.properties.verdict === "illegal_suspected" && f.properties.review !== "dismissed";
+        if (bad) { illegal += 1; }
+        return bad ? {color: "#ff4d4f", weight: 4, fillColor: "#cf1322", fillOpacity: 0.8,
+                      className: "gridgov-change-illegal"}
+                   : {color: "#ffd666", weight: 2, fillOpacity: 0.3, className: "gridgov-change"};
+      }, onEachFeature: function (f, l) {
+        var p = f.properties;
+        l.bindTooltip("#" + p.id + " " + ({new_structure: "新增建构筑物",
+          removed_structure: "拆除建构筑物", other: "其他变化"}[p.kind] || p.kind) +
+          " " + p.area_m2 + "㎡" + (p.verdict === "illegal_suspected" ? " · 疑似违法" : ""));
+      }}).addTo(map);
+      cbtn.classList.add("on");
+      out.textContent = fc.features.length + " 处，疑似违法 " + illegal + " 处";
+      if (fc.features.length) { map.fitBounds(chg.getBounds(), {padding: [60, 60], maxZoom: 17}); }
+    });
+  });
 }
