@@ -13,9 +13,10 @@ it), ``SameSite=Strict``, ``Secure`` when ``GRIDGOV_PUBLIC_URL`` is https, and l
 ``GRIDGOV_SESSION_HOURS``. A forged or expired cookie is a 401 that clears it (an expired
 one also revokes its token); signing out revokes the token. A request authenticated by
 the cookie that changes anything (not GET/HEAD/OPTIONS) must come from our own origin
-(``Origin``, else ``Referer``, equal to ``GRIDGOV_PUBLIC_URL``'s origin or the request's
-own): SameSite=Strict keeps other sites' requests from carrying the cookie, the origin
-check also covers sibling origins (another port on the same host is the same site).
+(``Origin``, else ``Referer``, equal to ``GRIDGOV_PUBLIC_URL``'s origin when set, else
+the request's own): SameSite=Strict keeps other sites' requests from carrying the
+cookie, the origin check also covers sibling origins (another port on the same host is
+the same site).
 A bearer token is never subject to the origin check: no browser adds it by itself.
 """
 
@@ -124,7 +125,7 @@ def set_session(request: Request, response: Response, token: str,
     root = str(request.scope.get("root_path", "")).rstrip("/")
     response.set_cookie(
         COOKIE, seal(request.app.state.secret_key, token, expires),
-        max_age=max(1, int((expires - dt.datetime.now(dt.UTC)).total_seconds())),
+        max_age=max(1, round((expires - dt.datetime.now(dt.UTC)).total_seconds())),
         expires=expires, path=root or "/", httponly=True, samesite="strict",
         secure=secure_cookies(request))
 

@@ -532,3 +532,34 @@ def test_forged_expired_and_cross_origin_sessions_are_refused(
                 v.close()
         ev = httpx.get(f"{base}/api/v1/events/{eid}").json()
         assert ev["state"] == "dispatched" and ev["photos"] == []
+
+
+def test_the_cookie_is_secure_behind_https(event_town: Any, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from layers.auth import create_user
+
+    with db.connect(event_town.url) as conn:
+        create_user(conn, "网格员戊", "grid_worker", password="phone-pass-789",
+                    grid=event_town.grid)
+        conn.commit()
+    public = "https://grid.example.gov.cn"
+    app = make_app(event_town.url, tmp_path, public_url=public, session_hours=2)
+    with TestClient(app, base_url=public) as c:
+        login = {"name": "网格员戊", "password": "phone-pass-789"}
+        # the origin is the public URL's, whatever host the request came in on
+        assert c.post("/api/v1/session", json=login,
+                      headers={"Origin": "http://127.0.0.1:8000"}).status_code == 403
+        r = c.post("/api/v1/session", json=login, headers={"Origin": public})
+        assert r.status_code == 200
+        header = r.headers["set-cookie"].lower()
+        assert "; secure" in header and "httponly" in header and "samesite=strict" in header
+        age = re.search(r"max-age=(\d+)", header)
+        assert age and 7000 < int(age.group(1)) <= 7200  # GRIDGOV_SESSION_HOURS=2
+        expires = dt.datetime.fromisoformat(r.json()["expires"])
+        assert dt.timedelta(hours=1.9) < expires - dt.datetime.now(dt.UTC) <= \
+            dt.timedelta(hours=2)
+        assert c.get("/api/v1/session").json()["name"] == "网格员戊"
+        r = c.delete("/api/v1/session", headers={"Origin": public})
+        assert r.status_code == 204 and "max-age=0" in r.headers["set-cookie"].lower()
+        assert c.get("/api/v1/session").status_code == 401
