@@ -23,6 +23,7 @@ A bearer token is never subject to the origin check: no browser adds it by itsel
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -30,9 +31,10 @@ import re
 import struct
 from urllib.parse import urlsplit
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.problems import problem
 from layers.auth import Principal, authenticate, revoke_session
@@ -220,9 +222,11 @@ def install(app: FastAPI) -> None:
         if COOKIE in request.cookies and not request.headers.get("authorization"):
             clear_session(request, r)  # a dead cookie is not sent again
             expired = getattr(request.state, "expired_session", None)
-            if expired:
-                async with request.app.state.pool.connection() as conn:
-                    await revoke_session(conn, expired)
+            if expired:  # best effort: the cookie is cleared anyway, and a token of an
+                # expired session is never accepted from a cookie again
+                with contextlib.suppress(psycopg.Error, PoolTimeout):
+                    async with request.app.state.pool.connection() as conn:
+                        await revoke_session(conn, expired)
         return r
 
     async def forbidden(request: Request, exc: Exception) -> JSONResponse:

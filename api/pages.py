@@ -53,7 +53,6 @@ VECTOR_LAYERS = ("micro_grids", "roads", "buildings")
 IMAGERY: str | None = None  # issue #5: "/tiles/ortho/{z}/{x}/{y}.png" drawn under the vectors
 CAMERA_RADIUS_M = 300.0
 HIGH_POINT_RADIUS_M = 3000.0
-SCREEN_CHANGE_RUNS = 3  # the screen's change layer: detections of the last comparisons
 
 router = APIRouter(include_in_schema=False)
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
@@ -492,6 +491,9 @@ async def screen_coverage(request: Request, t: str | None = None) -> Response:
                             media_type="application/problem+json")
     async with _pool(request).connection() as conn:
         return JSONResponse(await maps.coverage(conn))
+
+
+SCREEN_CHANGE_RUNS = 3  # the screen's change layer: detections of the last comparisons
 
 
 @router.get("/screen/changes.json")
