@@ -26,6 +26,7 @@ from api import (
     routes_imagery,
     routes_locate,
     routes_uploads,
+    session,
 )
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
@@ -77,6 +78,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(routes_locate.router)
     app.include_router(routes_events.router)
     routes_imagery.install(app)  # /tiles/imagery, /tiles/changes: raster tiles and COGs
+    app.include_router(session.router)  # sign-in by cookie for the phone pages
     app.include_router(open311.router)
     app.include_router(routes_uploads.router)  # GeoTIFF uploads for detect-changes
     auth.install(app)

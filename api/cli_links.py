@@ -25,18 +25,22 @@ async def _exists(url: str, kind: str, ident: str) -> None:
             await maps.micro_grid(conn, ident)
         elif kind == "h":
             await maps.high_point(conn, ident)
+        elif kind == "c":
+            await maps.change(conn, int(ident))
 
 
 @links_app.command("make")
 def links_make(
     kind: Annotated[str, typer.Argument(help="e (event), g (micro-grid), h (high point), "
+                                            "c (detected change), "
                                             "s (the screen: ident 'screen').")],
-    ident: Annotated[str, typer.Argument(help="Event id, micro-grid or high-point code.")],
+    ident: Annotated[str, typer.Argument(help="Event or change id, micro-grid or high-point "
+                                            "code.")],
     hours: Annotated[float, typer.Option(min=0.01, max=24 * 365,
                                          help="Valid for this many hours.")] = 48.0,
     account: Annotated[int | None, typer.Option(
         help="Bind the link to one account id (users.id).")] = None,
-    check: Annotated[bool, typer.Option(help="Check that the event or grid exists.")] = True,
+    check: Annotated[bool, typer.Option(help="Check that what it opens exists.")] = True,
 ) -> None:
     """Print a signed link (GRIDGOV_PUBLIC_URL, else http://127.0.0.1:8000)."""
     s = settings()

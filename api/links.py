@@ -7,8 +7,8 @@ and those bytes, keyed from ``GRIDGOV_SECRET_KEY``. 23 characters, 28 with an ac
 short enough for a text message. A token for one kind or id does not open another.
 
 Kinds are a registry (:data:`KINDS`): ``e`` event, ``g`` micro-grid, ``h`` high point,
-``s`` the command screen;
-a new kind (``c`` for detected changes, issue #5) is one more entry and one page.
+``c`` a detected change (orthophoto comparison), ``s`` the command screen; a new kind is
+one more entry and one page.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ KINDS: MappingProxyType[str, Kind] = MappingProxyType({
     "e": Kind("e", "事件", r"[1-9][0-9]{0,17}", personal=True),
     "g": Kind("g", "微网格", r"[0-9A-Za-z_-]{1,40}", personal=False),
     "h": Kind("h", "高空之眼", r"[0-9A-Za-z_-]{1,40}", personal=False),
+    "c": Kind("c", "变化图斑", r"[1-9][0-9]{0,9}", personal=False),
     # /screen when GRIDGOV_PAGES_REQUIRE_LINK is set: `gridgov links make s screen`
     "s": Kind("s", "指挥大屏", r"screen", personal=False),
 })

@@ -5,11 +5,16 @@
 - ``/m/e/{id}?t=…``  an event: the spot, its public photos, the micro-grid boundary,
   cameras and high points nearby, the phone's position, navigate links (Amap GCJ-02,
   Baidu BD-09, ``geo:`` WGS84), and for a signed-in grid worker accept / handle with an
-  "after" photo. Always needs a valid signed link (:mod:`api.links`).
-- ``/m/g/{code}``, ``/m/h/{code}``  a micro-grid, a high point: public, no sign-in unless
-  ``GRIDGOV_PAGES_REQUIRE_LINK`` (then a signed link as for events).
+  "after" photo.
+  Needs a valid signed link, or a grid worker's session (signed in on a phone page: the
+  session cookie of :mod:`api.auth`).
+- ``/m/g/{code}``, ``/m/h/{code}``, ``/m/c/{id}``  a micro-grid, a high point, a detected
+  change (orthophoto comparison: the outline, parcel, permit, verdict, before/after
+  chips, review): public, no sign-in unless ``GRIDGOV_PAGES_REQUIRE_LINK`` (then a signed
+  link as for events).
 - ``/screen``  1920×1080: micro-grids coloured by open/overdue events, live events by
-  state, counts per community, the overdue list, coverage on demand; polls
+  state, counts per community, the overdue list, coverage and the change detections of
+  the last comparisons (suspected illegal ones in red) on demand; polls
   ``/screen/data.json`` every ``GRIDGOV_SCREEN_REFRESH_SECONDS``.
 
 The background is our own layers as vector tiles from ``/ogc/collections/{c}/tiles``
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +42,7 @@ from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 from psycopg_pool import AsyncConnectionPool
 
 from api import links
+from api.auth import NotAuthenticated, NotPermitted, principal
 from api.settings import Settings
 from gis.chinacrs import wgs84_to_bd09, wgs84_to_gcj02
 from layers import events, maps, nearby
@@ -180,6 +187,39 @@ def _check(request: Request, kind: str, ident: str, t: str | None) -> HTMLRespon
     return None
 
 
+async def _worker_session(request: Request, ident: str) -> bool:
+    """Whether the request's session cookie signs in a grid worker (or above), for a
+    well-formed id; a forged or expired cookie is simply no session here."""
+    try:
+        links.KINDS["e"].check(ident)
+        await principal(request, "grid_worker")
+    except (links.BadLink, NotAuthenticated, NotPermitted):
+        return False
+    return True
+
+
+def _expiry(request: Request, kind: str, ident: str, t: str) -> dt.datetime:
+    """The expiry of a link already checked by :func:`_check`."""
+    return links.verify(request.app.state.secret_key, kind, ident, t).expires
+
+
+def _link_to(request: Request, kind: str, ident: str | int,
+             expires: dt.datetime | None) -> str:
+    """A page's link to another page: plain to a public page; signed until ``expires``
+    when the page itself was opened by a signed link (a link sent to a worker keeps
+    opening what it shows); else plain to an event (it opens with a session) and signed
+    for ``GRIDGOV_LINK_HOURS`` to a page that needs a link."""
+    path = f"{_root(request)}/m/{kind}/{quote(str(ident), safe='')}"
+    personal = links.KINDS[kind].personal
+    if not personal and not _settings(request).pages_require_link:
+        return path  # a public page
+    if expires is None:
+        if personal:
+            return path  # opens for a signed-in grid worker, else asks for a link
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=_settings(request).link_hours)
+    return f"{path}?t={links.sign(request.app.state.secret_key, kind, ident, expires)}"
+
+
 # -- pages -------------------------------------------------------------------------------
 
 
@@ -216,7 +256,10 @@ def _nearby_layers(m: folium.Map, cams: list[dict[str, Any]], hps: list[dict[str
 
 @router.get("/m/e/{event_id}")
 async def event_page(request: Request, event_id: str, t: str | None = None) -> Response:
-    if (refused := _check(request, "e", event_id, t)) is not None:
+    refused = _check(request, "e", event_id, t)
+    if refused is not None and not t and await _worker_session(request, event_id):
+        refused = None  # a grid worker signed in on this phone opens it without a link
+    if refused is not None:
         return refused
     root = _root(request)
     try:
@@ -227,6 +270,7 @@ async def event_page(request: Request, event_id: str, t: str | None = None) -> R
             lon, lat = ev["location"]["lon"], ev["location"]["lat"]
             cams = await nearby.nearby(conn, lon, lat, CAMERA_RADIUS_M, ["cameras"], 50)
             hps = await nearby.nearby(conn, lon, lat, HIGH_POINT_RADIUS_M, ["high_points"], 20)
+            change_id = await maps.change_of_event(conn, ev["id"])
     except NotFound:
         return _refused(404, "找不到事件", f"没有编号为 {event_id} 的事件。")
     title = f"事件 #{ev['id']} {ev['category']['name']}"
@@ -239,6 +283,8 @@ async def event_page(request: Request, event_id: str, t: str | None = None) -> R
     spot = folium.Marker((lat, lon), tooltip=title).add_to(m)
     fig.html.add_child(Element(_env.get_template("page_event.html").render(
         ev=ev, photos=photos, root=root,
+        change=change_id and _link_to(request, "c", change_id, t and _expiry(request, "e",
+                                                                          event_id, t)),
         nav=navigation(lon, lat, title), grid=grid["properties"], cameras=len(cams),
         high_points=len(hps))))
     m.add_child(_Script(root, "gridgovPhone",
@@ -308,6 +354,101 @@ async def high_point_page(request: Request, code: str, t: str | None = None) -> 
     return _html(fig)
 
 
+CHANGE_KIND = {"new_structure": "新增建构筑物", "removed_structure": "拆除建构筑物",
+               "other": "其他变化"}
+CHANGE_CUE = {"height": "高度变化", "colour": "颜色变化", "height+colour": "高度和颜色变化"}
+CHANGE_VERDICT = {"illegal_suspected": "疑似违法建设", "permitted": "合法建设（有许可）",
+                  "removed": "已拆除", "other": "非建构筑物"}
+PERMIT_STATUS = {"approved": "已批准", "none": "无许可", "expired": "已过期",
+                 "pending": "审批中"}
+REVIEW = {"confirmed": "已确认", "dismissed": "已排除", None: "待复核"}
+EVENT_STATE = {"reported": "已上报", "registered": "已立案", "dispatched": "已派遣",
+               "accepted": "已接单", "handled": "已处置", "rework": "返工", "suspended": "挂起",
+               "escalated": "已上报上级", "closed": "已结案", "rejected": "不予立案",
+               "merged": "已合并"}
+# GB/T 21010-2017: the second-level classes the demo uses, else the first level
+LAND_USE = {"0101": "水田", "0102": "水浇地", "0103": "旱地", "0201": "果园",
+            "0301": "乔木林地", "0501": "零售商业用地", "0601": "工业用地",
+            "0701": "城镇住宅用地", "0702": "农村宅基地", "0801": "机关团体用地",
+            "0803": "教育用地", "0809": "公园与绿地", "1104": "坑塘水面"}
+LAND_USE_CLASS = {"01": "耕地", "02": "园地", "03": "林地", "04": "草地", "05": "商服用地",
+                  "06": "工矿仓储用地", "07": "住宅用地", "08": "公共管理与公共服务用地",
+                  "09": "特殊用地", "10": "交通运输用地", "11": "水域及水利设施用地",
+                  "12": "其他土地"}
+
+
+def land_use_zh(code: str | None) -> str:
+    """A GB/T 21010 land-use code with its Chinese name: ``0103 旱地``."""
+    if not code:
+        return "—"
+    name = LAND_USE.get(code) or LAND_USE_CLASS.get(code[:2])
+    return f"{code} {name}" if name else code
+
+
+def reason_zh(reason: str) -> str:
+    """The verdict's reason (as :func:`layers.changes.verdict` words it) in Chinese."""
+    fixed = {"a structure is gone": "原有建构筑物已不存在",
+             "not a structure": "变化不是建构筑物",
+             "outside every parcel": "不在任何登记地块内"}
+    if reason in fixed:
+        return fixed[reason]
+    if m := re.fullmatch(r"land approved for (.*) \(not for building\)", reason):
+        return f"土地批准用途为{land_use_zh(m.group(1))}，不是建设用地"
+    if m := re.fullmatch(r"no valid permit \((.*)\)", reason):
+        return f"没有有效的建设许可（{PERMIT_STATUS.get(m.group(1), m.group(1))}）"
+    if m := re.fullmatch(r"permit (.*)", reason):
+        return f"持有建设许可 {m.group(1)}"
+    return reason
+
+
+@router.get("/m/c/{change_id}")
+async def change_page(request: Request, change_id: str, t: str | None = None) -> Response:
+    if (refused := _check(request, "c", change_id, t)) is not None:
+        return refused
+    try:
+        links.KINDS["c"].check(change_id)
+    except links.BadLink:
+        return _refused(400, "编号无效", f"“{change_id[:40]}”不是变化图斑的编号。")
+    root = _root(request)
+    try:
+        async with _pool(request).connection() as conn:
+            ch = await maps.change(conn, int(change_id))
+            p = ch["properties"]
+            try:
+                grid = (await maps.micro_grid(conn, p["micro_grid_code"])
+                        if p["micro_grid_code"] else None)
+            except NotFound:  # re-gridded since: the code no longer names a current grid
+                grid = None
+    except NotFound:
+        return _refused(404, "找不到变化图斑", f"没有编号为 {change_id} 的变化图斑。")
+    title = f"变化图斑 #{p['id']} {CHANGE_VERDICT.get(p['verdict'], p['verdict'])}"
+    fig = _figure(title)
+    m = _map(root, (p["lat"], p["lon"]), 18, "48%")
+    fig.add_child(m)
+    if grid is not None:
+        folium.GeoJson(grid, name="微网格", style_function=lambda _f: {
+            "color": "#0050b3", "weight": 3, "fill": False, "dashArray": "8 6"}).add_to(m)
+    illegal = p["verdict"] == "illegal_suspected"
+    outline = folium.GeoJson(ch, name="变化图斑", style_function=lambda _f: {
+        "color": "#cf1322" if illegal else "#d48806", "weight": 4, "fillOpacity": 0.25,
+        "className": "gridgov-change"},
+        tooltip=CHANGE_KIND.get(p["kind"], p["kind"])).add_to(m)
+    expires = _expiry(request, "c", change_id, t) if t else None
+    fig.html.add_child(Element(_env.get_template("page_change.html").render(
+        c=p, root=root, grid=grid and grid["properties"], illegal=illegal,
+        kind=CHANGE_KIND.get(p["kind"], p["kind"]), cue=CHANGE_CUE.get(p["cue"], p["cue"]),
+        verdict=CHANGE_VERDICT.get(p["verdict"], p["verdict"]), reason=reason_zh(p["reason"]),
+        land_use=land_use_zh(p["land_use"]), approved_use=land_use_zh(p["approved_use"]),
+        permit=PERMIT_STATUS.get(p["permit_status"], p["permit_status"] or "—"),
+        review=REVIEW.get(p["review"], p["review"]),
+        event_state=EVENT_STATE.get(p["event_state"], p["event_state"]),
+        event_link=p["event_id"] and _link_to(request, "e", p["event_id"], expires),
+        nav=navigation(p["lon"], p["lat"], title))))
+    m.add_child(_Script(root, "gridgovPhone", {**_vector_config(root), "root": root},
+                        {"map": m, "focus": outline}))
+    return _html(fig)
+
+
 # -- the command-centre screen -----------------------------------------------------------
 
 
@@ -342,6 +483,8 @@ async def screen(request: Request, t: str | None = None) -> Response:
         "bounds": [[y0, x0], [y1, x1]],
         "data": f"{root}/screen/data.json{token}",
         "coverage": f"{root}/screen/coverage.json{token}",
+        "changes": f"{root}/screen/changes.json{token}",
+        "change_page": f"{root}/m/c/",
         "refresh": _settings(request).screen_refresh_seconds,
     }, {"map": m, "grids": grid_layer, "events": event_layer}))
     return _html(fig)
@@ -368,6 +511,22 @@ async def screen_coverage(request: Request, t: str | None = None) -> Response:
                             media_type="application/problem+json")
     async with _pool(request).connection() as conn:
         return JSONResponse(await maps.coverage(conn))
+
+
+SCREEN_CHANGE_RUNS = 3  # the screen's change layer: detections of the last comparisons
+
+
+@router.get("/screen/changes.json")
+async def screen_changes(request: Request, t: str | None = None) -> Response:
+    """Change detections of the last comparisons (on demand), suspected illegal ones
+    flagged by their verdict."""
+    if _screen_token(request, t) is not None:
+        return JSONResponse({"title": "Forbidden", "status": 403,
+                             "detail": "the screen needs a valid signed link"}, 403,
+                            media_type="application/problem+json")
+    async with _pool(request).connection() as conn:
+        return JSONResponse(await maps.screen_changes(conn, SCREEN_CHANGE_RUNS),
+                            headers={"Cache-Control": "no-store"})
 
 
 class SmsLinks:

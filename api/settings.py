@@ -70,9 +70,12 @@ class Settings(BaseSettings):
                            "record on stderr.")
     pages_require_link: bool = Field(
         default=False, description="Phone pages of micro-grids and high points, and /screen, "
-        "open only with a signed link (event pages always need one).")
+        "open only with a signed link (event pages always need one, or a grid worker's "
+        "session).")
     link_hours: float = Field(default=72.0, gt=0, le=24 * 90, description="How long the "
                               "link in a dispatch text message stays valid (hours).")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a "
+                                 "sign-in on a phone page lasts (the session cookie).")
     screen_refresh_seconds: int = Field(default=30, ge=2, le=3600, description="How often "
                                         "/screen fetches /screen/data.json.")
     intake_limit: int = Field(

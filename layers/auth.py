@@ -167,6 +167,14 @@ async def login(conn: psycopg.AsyncConnection[Any], name: str, password: str) ->
     return token
 
 
+async def revoke_session(conn: psycopg.AsyncConnection[Any], token: str) -> bool:
+    """Revoke the token a signed-in session carries (sign-out, or an expired session);
+    whether it was active."""
+    cur = await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE "
+                             "token_sha256 = %s AND revoked_at IS NULL", (_digest(token),))
+    return cur.rowcount > 0
+
+
 _DUMMY = _hasher.hash("not a password, only spends the same time")
 
 

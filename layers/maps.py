@@ -78,6 +78,39 @@ SELECT json_build_object('type', 'Feature', 'id', h.code,
 FROM high_points h WHERE h.code = %s""", (code,), f"no high point {code}")
 
 
+async def change(conn: AConn, change_id: int) -> dict[str, Any]:
+    """Detected change ``change_id`` (``change_detections``) as a GeoJSON Feature: the
+    changed object's outline, what was found (kind, area, score, cue), the parcel it
+    stands on with its land use and permit, the verdict and its reason, the officer's
+    review, the event filed for it and that event's report photos (the before/after
+    chips, public copies). Nothing personal: the event is named by id and state only."""
+    return await _one(conn, """
+SELECT json_build_object('type', 'Feature', 'id', d.id,
+  'geometry', ST_AsGeoJSON(d.geom, 7)::json,
+  'properties', json_build_object('id', d.id, 'kind', d.kind, 'area_m2', d.area_m2,
+    'score', d.score, 'cue', d.cue, 'verdict', d.verdict, 'reason', d.reason,
+    'parcel_code', d.parcel_code, 'land_use', d.land_use, 'approved_use', d.approved_use,
+    'permit_status', d.permit_status, 'permit_no', d.permit_no,
+    'micro_grid_code', d.micro_grid_code, 'review', d.review,
+    'detected_at', d.detected_at, 'run', d.run_id, 'before_name', r.before_name,
+    'after_name', r.after_name, 'with_dsm', r.with_dsm,
+    'event_id', d.event_id, 'event_state', e.state,
+    'chips', (SELECT coalesce(json_agg(p.id ORDER BY p.id), '[]'::json) FROM event_photos p
+              WHERE p.event_id = d.event_id AND p.stage = 'report'),
+    'lon', ST_X(ST_PointOnSurface(d.geom)), 'lat', ST_Y(ST_PointOnSurface(d.geom))))
+FROM change_detections d JOIN change_runs r ON r.id = d.run_id
+LEFT JOIN events e ON e.id = d.event_id
+WHERE d.id = %s""", (change_id,), f"no detected change {change_id}")
+
+
+async def change_of_event(conn: AConn, event_id: int) -> int | None:
+    """The detected change an event was filed for, if any."""
+    cur = await conn.execute("SELECT id FROM change_detections WHERE event_id = %s "
+                             "ORDER BY id LIMIT 1", (event_id,))
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
 async def grid_events(conn: AConn, code: str, limit: int = 200) -> dict[str, Any]:
     """Open events filed in the current micro-grid ``code``: category, state, deadline
     light (no description, no address, nobody's name)."""
@@ -178,6 +211,26 @@ SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_
   ORDER BY m.code), '[]'::json))
 FROM micro_grid_coverage cov JOIN micro_grids m ON m.id = cov.micro_grid_id
 WHERE cov.generation_id = """ + CURRENT, {"tol": SCREEN_SIMPLIFY_DEG})
+    row = await cur.fetchone()
+    return row[0]  # type: ignore[index]
+
+
+async def screen_changes(conn: AConn, runs: int = 3, limit: int = 5000) -> dict[str, Any]:
+    """Change detections of the last ``runs`` comparisons (newest first): each outline
+    with its kind, verdict, review, area and whether an event was filed."""
+    cur = await conn.execute("""
+SELECT json_build_object('type', 'FeatureCollection',
+  'runs', (SELECT coalesce(json_agg(json_build_object('id', r.id, 'before', r.before_name,
+             'after', r.after_name, 'at', r.created_at) ORDER BY r.id DESC), '[]'::json)
+           FROM (SELECT * FROM change_runs ORDER BY id DESC LIMIT %(runs)s) r),
+  'features', coalesce(json_agg(json_build_object('type', 'Feature', 'id', d.id,
+    'geometry', ST_AsGeoJSON(d.geom, 7)::json,
+    'properties', json_build_object('id', d.id, 'kind', d.kind, 'verdict', d.verdict,
+      'review', d.review, 'area_m2', round(d.area_m2::numeric, 1),
+      'event', d.event_id IS NOT NULL)) ORDER BY d.id), '[]'::json))
+FROM (SELECT d.* FROM change_detections d
+      WHERE d.run_id IN (SELECT id FROM change_runs ORDER BY id DESC LIMIT %(runs)s)
+      ORDER BY d.id DESC LIMIT %(limit)s) d""", {"runs": runs, "limit": limit})
     row = await cur.fetchone()
     return row[0]  # type: ignore[index]
 

@@ -383,6 +383,13 @@ def test_worker_accepts_and_handles_with_a_photo(browser: Any, event_town: Any,
             v.page.fill("#login input[name=password]", "phone-pass-123")
             v.page.click("#login button")
             v.page.locator("#accept").wait_for(state="visible", timeout=15_000)
+            # signed in by a cookie the page's scripts cannot read, kept nowhere else
+            (cookie,) = v.context.cookies()
+            assert cookie["name"] == "gridgov_session" and cookie["httpOnly"]
+            assert cookie["sameSite"] == "Strict" and not cookie["secure"]  # http here
+            assert cookie["expires"] > time.time()
+            assert "gridgov_session" not in v.page.evaluate("document.cookie")
+            assert v.page.evaluate("localStorage.length + sessionStorage.length") == 0
             v.page.click("#accept")
             v.page.locator("#handle").wait_for(state="visible", timeout=15_000)
             photo = tmp_path / "after.jpg"
@@ -394,6 +401,18 @@ def test_worker_accepts_and_handles_with_a_photo(browser: Any, event_town: Any,
                 timeout=15_000)
             local_only(v.requests, base)
             v.shoot("phone-event-worker", keep=False)
+            # the session opens the event page without a link, on this phone only
+            assert v.page.goto(f"{base}/m/e/{eid}").status == 200
+            assert httpx.get(f"{base}/m/e/{eid}").status_code == 403
+            v.page.locator("#logout").wait_for(state="visible", timeout=15_000)
+            v.page.click("#logout")
+            v.page.locator("#login").wait_for(state="visible", timeout=15_000)
+            assert v.context.cookies() == []
+            # signed out: the token the cookie carried is revoked on the server
+            r = httpx.get(f"{base}/api/v1/session",
+                          cookies={"gridgov_session": cookie["value"]})
+            assert r.status_code == 401
+            assert v.page.goto(f"{base}/m/e/{eid}").status == 403
         finally:
             v.close()
         ev = httpx.get(f"{base}/api/v1/events/{eid}").json()
@@ -408,3 +427,139 @@ def test_worker_accepts_and_handles_with_a_photo(browser: Any, event_town: Any,
             local_only(v.requests, base)
         finally:
             v.close()
+
+
+def test_forged_expired_and_cross_origin_sessions_are_refused(
+        browser: Any, event_town: Any, tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    from api.auth import seal, unseal
+    from layers.auth import create_user
+
+    with db.connect(event_town.url) as conn:
+        create_user(conn, "网格员丁", "grid_worker", password="phone-pass-456",
+                    grid=event_town.grid)
+        conn.commit()
+    lon, lat = event_town.point
+    with serve(make_app(event_town.url, tmp_path)) as base:
+        r = httpx.post(f"{base}/api/v1/events", headers=event_town.auth["dispatcher"],
+                       json={"category": "06010", "lon": lon, "lat": lat,
+                             "description": "占道经营", "source": "hotline"})
+        assert r.status_code == 201, r.text  # bearer tokens keep working
+        eid = r.json()["id"]
+        # signing in from another origin is refused, from ours it sets the cookie
+        login = {"name": "网格员丁", "password": "phone-pass-456"}
+        r = httpx.post(f"{base}/api/v1/session", json=login,
+                       headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+        r = httpx.post(f"{base}/api/v1/session", json=login, headers={"Origin": base})
+        assert r.status_code == 200 and "token" not in r.json()
+        value = r.cookies["gridgov_session"]
+        header = r.headers["set-cookie"].lower()
+        assert "httponly" in header and "samesite=strict" in header and "max-age=" in header
+        jar = {"gridgov_session": value}
+        assert httpx.get(f"{base}/api/v1/session", cookies=jar).json()["name"] == "网格员丁"
+        accept = {"action": "accept"}
+        # a write with the cookie but from elsewhere, or from nowhere said: refused
+        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {},
+                        {"Referer": "http://127.0.0.1:1/x"}):
+            r = httpx.post(f"{base}/api/v1/events/{eid}/transitions", json=accept,
+                           cookies=jar, headers=headers)
+            assert r.status_code == 403 and "refused" in r.json()["detail"], headers
+        assert httpx.get(f"{base}/api/v1/events/{eid}").json()["state"] == "dispatched"
+        # forged: altered, or signed with another key; expired: signed by us, too old
+        token = unseal(SECRET, value)  # the account's bearer token, inside the cookie
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        forged = [value[:-3] + ("AAA" if value[-3:] != "AAA" else "BBB"),
+                  seal("another key" * 4, token, later), "not-a-cookie"]
+        for bad in forged:
+            r = httpx.get(f"{base}/api/v1/session", cookies={"gridgov_session": bad})
+            assert r.status_code == 401, bad
+            assert 'gridgov_session=""' in r.headers["set-cookie"]  # cleared
+            r = httpx.post(f"{base}/api/v1/events/{eid}/transitions", json=accept,
+                           cookies={"gridgov_session": bad}, headers={"Origin": base})
+            assert r.status_code == 401
+        expired = seal(SECRET, token, past)
+        r = httpx.get(f"{base}/api/v1/session", cookies={"gridgov_session": expired})
+        assert r.status_code == 401 and "expired" in r.json()["detail"]
+        # the expired session's token is revoked with it
+        r = httpx.get(f"{base}/api/v1/session", cookies=jar)
+        assert r.status_code == 401
+        assert httpx.get(f"{base}/api/v1/events/{eid}").json()["state"] == "dispatched"
+
+        # in Chromium: a forged cookie signs nobody in and opens no event page
+        host = urlsplit(base).hostname
+        v = Visit(browser, base + link("e", eid), PHONE)
+        try:
+            v.context.add_cookies([{"name": "gridgov_session", "value": forged[0],
+                                    "domain": host, "path": "/", "httpOnly": True,
+                                    "sameSite": "Strict"}])
+            v.page.reload()
+            v.page.locator("#login").wait_for(state="visible", timeout=15_000)
+            assert v.page.locator("#actions").is_hidden()
+            assert v.context.cookies() == []  # the server cleared it
+            assert v.page.goto(f"{base}/m/e/{eid}").status == 403
+        finally:
+            v.close()
+
+        # a page of a sibling origin (same host, another port: the same site, so the
+        # SameSite=Strict cookie does travel) makes the phone post to us: refused
+        target = f"{base}/api/v1/events/{eid}/photos"
+
+        def attacker(_request: Any) -> HTMLResponse:
+            return HTMLResponse(
+                f"<!doctype html><form id=f method=post enctype=multipart/form-data "
+                f"action='{target}'><input name=stage value=after></form>"
+                "<script>document.getElementById('f').submit()</script>")
+
+        with serve(Starlette(routes=[Route("/", attacker)])) as other:
+            v = Visit(browser, base + link("e", eid), PHONE)
+            try:
+                v.page.fill("#login input[name=name]", "网格员丁")
+                v.page.fill("#login input[name=password]", "phone-pass-456")
+                v.page.click("#login button")
+                v.page.locator("#accept").wait_for(state="visible", timeout=15_000)
+                with v.page.expect_response(target) as got:
+                    v.page.goto(other + "/")
+                resp = got.value
+                # 403, not 401: the cookie came along and the origin check refused it
+                assert resp.status == 403
+                assert f"from {other} is refused" in resp.json()["detail"]
+            finally:
+                v.close()
+        ev = httpx.get(f"{base}/api/v1/events/{eid}").json()
+        assert ev["state"] == "dispatched" and ev["photos"] == []
+
+
+def test_the_cookie_is_secure_behind_https(event_town: Any, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from layers.auth import create_user
+
+    with db.connect(event_town.url) as conn:
+        create_user(conn, "网格员戊", "grid_worker", password="phone-pass-789",
+                    grid=event_town.grid)
+        conn.commit()
+    public = "https://grid.example.gov.cn"
+    app = make_app(event_town.url, tmp_path, public_url=public, session_hours=2)
+    with TestClient(app, base_url=public) as c:
+        login = {"name": "网格员戊", "password": "phone-pass-789"}
+        # the origin is the public URL's, whatever host the request came in on
+        assert c.post("/api/v1/session", json=login,
+                      headers={"Origin": "http://127.0.0.1:8000"}).status_code == 403
+        r = c.post("/api/v1/session", json=login, headers={"Origin": public})
+        assert r.status_code == 200
+        header = r.headers["set-cookie"].lower()
+        assert "; secure" in header and "httponly" in header and "samesite=strict" in header
+        age = re.search(r"max-age=(\d+)", header)
+        assert age and 7000 < int(age.group(1)) <= 7200  # GRIDGOV_SESSION_HOURS=2
+        expires = dt.datetime.fromisoformat(r.json()["expires"])
+        assert dt.timedelta(hours=1.9) < expires - dt.datetime.now(dt.UTC) <= \
+            dt.timedelta(hours=2)
+        assert c.get("/api/v1/session").json()["name"] == "网格员戊"
+        r = c.delete("/api/v1/session", headers={"Origin": public})
+        assert r.status_code == 204 and "max-age=0" in r.headers["set-cookie"].lower()
+        assert c.get("/api/v1/session").status_code == 401

@@ -78,57 +78,64 @@ function gridgovPhone(refs, cfg) {
 }
 
 function gridgovActions(cfg) {
-  var KEY = "gridgov.token";
+  /* Signed in by the session cookie the server sets (HttpOnly: this script never sees
+     it); fetch sends it with same-origin requests, and the server checks their Origin. */
   var api = cfg.root + "/api/v1";
   var $ = function (id) { return document.getElementById(id); };
   var msg = function (text) { $("msg").textContent = text; };
-  function auth(extra) {
-    var h = {Authorization: "Bearer " + localStorage.getItem(KEY)};
-    for (var k in extra || {}) { h[k] = extra[k]; }
-    return h;
-  }
   function answer(r) {
+    if (r.status === 204) { return Promise.resolve(null); }
     return r.json().then(function (body) {
-      if (!r.ok) { throw new Error(body.detail || body.title || ("HTTP " + r.status)); }
+      if (!r.ok) {
+        var e = new Error(body.detail || body.title || ("HTTP " + r.status));
+        e.status = r.status; throw e;
+      }
       return body;
     });
   }
+  function send(url, init) {
+    init.credentials = "same-origin";
+    return fetch(url, init).then(answer);
+  }
+  function signedOut(text) {
+    $("login").hidden = false; $("actions").hidden = true;
+    if (text) { msg(text); }
+  }
   function refresh() {
-    if (!localStorage.getItem(KEY)) {
-      $("login").hidden = false; $("actions").hidden = true; return;
-    }
-    fetch(api + "/events/" + cfg.event, {headers: auth()}).then(answer).then(function (ev) {
-      $("login").hidden = true; $("actions").hidden = false;
-      $("state").textContent = (GRIDGOV_STATES[ev.state] || [ev.state])[0];
-      $("accept").hidden = ev.allowed.indexOf("accept") < 0;
-      $("handle").hidden = ev.allowed.indexOf("handle") < 0;
-      $("who").textContent = ev.allowed.length ? "可办理：" + ev.allowed.length + " 项操作"
-                                               : "当前没有您可办理的操作";
+    return send(api + "/session", {method: "GET"}).then(function (me) {
+      return send(api + "/events/" + cfg.event, {method: "GET"}).then(function (ev) {
+        $("login").hidden = true; $("actions").hidden = false;
+        $("state").textContent = (GRIDGOV_STATES[ev.state] || [ev.state])[0];
+        $("accept").hidden = ev.allowed.indexOf("accept") < 0;
+        $("handle").hidden = ev.allowed.indexOf("handle") < 0;
+        $("who").textContent = me.name + "：" + (ev.allowed.length
+          ? "可办理 " + ev.allowed.length + " 项操作" : "当前没有您可办理的操作");
+      });
     }).catch(function (e) {
-      localStorage.removeItem(KEY); $("login").hidden = false; $("actions").hidden = true;
-      msg("请重新登录：" + e.message);
+      signedOut(e.status === 401 && !$("login").hidden ? "" : "请重新登录：" + e.message);
     });
   }
   function act(action, extra) {
     var body = {action: action};
     for (var k in extra || {}) { body[k] = extra[k]; }
-    return fetch(api + "/events/" + cfg.event + "/transitions", {
+    return send(api + "/events/" + cfg.event + "/transitions", {
       method: "POST", body: JSON.stringify(body),
-      headers: auth({"Content-Type": "application/json",
-                     "Idempotency-Key": action + "-" + cfg.event + "-" + Date.now()})
-    }).then(answer);
+      headers: {"Content-Type": "application/json",
+                "Idempotency-Key": action + "-" + cfg.event + "-" + Date.now()}
+    });
   }
   $("login").addEventListener("submit", function (e) {
     e.preventDefault();
     var f = e.target;
-    fetch(api + "/login", {method: "POST", headers: {"Content-Type": "application/json"},
-                           body: JSON.stringify({name: f.name.value, password: f.password.value})})
-      .then(answer).then(function (b) {
-        localStorage.setItem(KEY, b.token); f.password.value = ""; msg("已登录"); refresh();
-      }).catch(function (err) { msg("登录失败：" + err.message); });
+    send(api + "/session", {method: "POST", headers: {"Content-Type": "application/json"},
+                            body: JSON.stringify({name: f.name.value, password: f.password.value})})
+      .then(function () { f.password.value = ""; msg("已登录"); return refresh(); })
+      .catch(function (err) { msg("登录失败：" + err.message); });
   });
   $("logout").addEventListener("click", function () {
-    localStorage.removeItem(KEY); msg("已退出"); refresh();
+    send(api + "/session", {method: "DELETE"})
+      .then(function () { signedOut("已退出"); })
+      .catch(function (err) { msg("退出失败：" + err.message); });
   });
   $("accept").addEventListener("click", function () {
     act("accept").then(function () { msg("已接单"); refresh(); })
@@ -143,8 +150,7 @@ function gridgovActions(cfg) {
     var form = new FormData();
     form.append("photo", file); form.append("stage", "after");
     $("handle-go").disabled = true; msg("正在上传…");
-    fetch(api + "/events/" + cfg.event + "/photos", {method: "POST", body: form, headers: auth()})
-      .then(answer)
+    send(api + "/events/" + cfg.event + "/photos", {method: "POST", body: form})
       .then(function (p) { return act("handle", {photo_ids: [p.id]}); })
       .then(function () { msg("已办结，等待核查"); refresh(); })
       .catch(function (err) { msg("办结失败：" + err.message); $("handle-go").disabled = false; });
@@ -234,6 +240,34 @@ function gridgovScreen(refs, cfg) {
         l.bindTooltip(f.properties.name + " 覆盖 " + Math.round(f.properties.covered * 100) + "%");
       }}).addTo(map);
       btn.classList.add("on");
+    });
+  });
+  /* change detections of the last comparisons: suspected illegal ones in red */
+  var chg = null, cbtn = document.getElementById("changes");
+  cbtn.addEventListener("click", function () {
+    var out = document.getElementById("changes-count");
+    if (chg) {
+      map.removeLayer(chg); chg = null; cbtn.classList.remove("on"); out.textContent = "";
+      map.fitBounds(cfg.bounds, {padding: [10, 10]});
+      return;
+    }
+    fetch(cfg.changes, {cache: "no-store"}).then(function (r) { return r.json(); }).then(function (fc) {
+      var illegal = 0;
+      chg = L.geoJSON(fc, {style: function (f) {
+        var bad = f.properties.verdict === "illegal_suspected" && f.properties.review !== "dismissed";
+        if (bad) { illegal += 1; }
+        return bad ? {color: "#ff4d4f", weight: 4, fillColor: "#cf1322", fillOpacity: 0.8,
+                      className: "gridgov-change-illegal"}
+                   : {color: "#ffd666", weight: 2, fillOpacity: 0.3, className: "gridgov-change"};
+      }, onEachFeature: function (f, l) {
+        var p = f.properties;
+        l.bindTooltip("#" + p.id + " " + ({new_structure: "新增建构筑物",
+          removed_structure: "拆除建构筑物", other: "其他变化"}[p.kind] || p.kind) +
+          " " + p.area_m2 + "㎡" + (p.verdict === "illegal_suspected" ? " · 疑似违法" : ""));
+      }}).addTo(map);
+      cbtn.classList.add("on");
+      out.textContent = fc.features.length + " 处，疑似违法 " + illegal + " 处";
+      if (fc.features.length) { map.fitBounds(chg.getBounds(), {padding: [60, 60], maxZoom: 17}); }
     });
   });
 }
