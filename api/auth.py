@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import re
 import struct
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -215,6 +216,35 @@ async def optional_principal(request: Request, role: str = "officer") -> Princip
     return await principal(request, role)
 
 
+# Routes served by pygeoapi (no FastAPI dependency can guard them) that need a role:
+# (method, path) -> role. detect-changes reads the server's imagery and files events.
+GUARDED: dict[tuple[str, str], str] = {
+    ("POST", "/ogc/processes/detect-changes/execution"): "officer",
+}
+
+
+class Guard:
+    """ASGI middleware: a request to a :data:`GUARDED` route is answered 401/403 unless it
+    carries a token (or session) of the role; every other request passes untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            role = GUARDED.get((scope["method"], scope["path"].rstrip("/")))
+            if role is not None:
+                request = Request(scope, receive)
+                try:
+                    await principal(request, role)
+                except (NotAuthenticated, NotPermitted) as exc:
+                    handler = request.app.exception_handlers[type(exc)]
+                    response = await handler(request, exc)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     async def unauthenticated(request: Request, exc: Exception) -> JSONResponse:
         r = problem(401, "Unauthorized", str(exc), instance=request.url.path)
@@ -234,3 +264,4 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(NotAuthenticated, unauthenticated)
     app.add_exception_handler(NotPermitted, forbidden)
+    app.add_middleware(Guard)

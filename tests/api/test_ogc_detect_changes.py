@@ -8,6 +8,7 @@ import base64
 import json
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -69,10 +70,17 @@ def no_crs_tiff(path: Path) -> Path:
 @contextmanager
 def server(served: Served, url: str, data_dir: Path, inbox: Path, **more: Any
            ) -> Iterator[httpx.Client]:
+    """A served app and an httpx client carrying an officer's token (detect-changes reads
+    the server's imagery and files events: officers only)."""
+    from layers.auth import create_user
+
     settings = Settings(env="test", data_dir=data_dir, GRIDGOV_IMAGERY_INBOX=inbox,
                         GRIDGOV_PHOTOS_DIR=data_dir / "photos", changes_workers=2, **more)
+    with psycopg.connect(url) as conn:
+        token = create_user(conn, f"变化检测员-{uuid.uuid4().hex[:8]}", "officer")
+        conn.commit()
     with served(create_app(settings, url)) as base, httpx.Client(
-            base_url=base, timeout=120) as http:
+            base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"}) as http:
         yield http
 
 
@@ -139,8 +147,8 @@ def test_job_with_progress_stores_the_run_and_files_each_event_once(
     answered: list[tuple[int, int]] = []
     with server(served, fresh_db_url, tmp_path, inbox) as http:
         base = str(http.base_url).rstrip("/")
-        status = Processes(f"{base}/ogc").execute("detect-changes", inputs(pair),
-                                                  async_=True)
+        status = Processes(f"{base}/ogc", headers=dict(http.headers)).execute(
+            "detect-changes", inputs(pair), async_=True)
         assert status["status"] in ("accepted", "running"), status
         location = f"/ogc/jobs/{status['jobID']}"
 
@@ -235,8 +243,9 @@ def test_uploads_and_commit_false_store_nothing(fresh_db_url: str, served: Serve
         r = http.post("/api/v1/imagery/uploads", headers=officer,
                       content=iter([junk[i:i + 2**20] for i in range(0, len(junk), 2**20)]))
         assert r.status_code == 413, r.text
-        assert http.post("/api/v1/imagery/uploads", content=pair.before.read_bytes(),
-                         headers={"Content-Type": "image/tiff"}).status_code == 401
+        assert httpx.post(f"{http.base_url}/api/v1/imagery/uploads",
+                          content=pair.before.read_bytes(),
+                          headers={"Content-Type": "image/tiff"}).status_code == 401
         r = http.post("/api/v1/imagery/uploads", content=b"not a tiff", headers=officer)
         assert r.status_code == 400 and "not a GeoTIFF" in r.json()["detail"], r.text
         r = http.post("/api/v1/imagery/uploads",
@@ -369,3 +378,27 @@ def test_a_failure_during_the_run_fails_the_job_and_stores_nothing(
     assert str(inbox) not in job["message"]
     assert counts(fresh_db_url) == before
     assert json.dumps(job)  # a plain status document
+
+
+def test_only_officers_run_it(db_url: str, served: Served, tmp_path: Path, inbox: Path,
+                              pair: PairInfo) -> None:
+    """Running detect-changes reads the server's imagery and files events: without a
+    token it is a 401, a resident's token a 403, and no job is made either way."""
+    from layers.auth import create_user
+
+    with psycopg.connect(db_url) as conn:
+        resident = create_user(conn, f"居民-{uuid.uuid4().hex[:8]}", "resident")
+        conn.commit()
+    with server(served, db_url, tmp_path, inbox) as http:
+        jobs = len(http.get("/ogc/jobs?f=json").json()["jobs"])
+        anonymous = httpx.post(f"{http.base_url}{EXECUTE}", json={"inputs": inputs(pair)})
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.headers["content-type"].startswith("application/problem+json")
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        other = httpx.post(f"{http.base_url}{EXECUTE}", json={"inputs": inputs(pair)},
+                           headers={"Authorization": f"Bearer {resident}"})
+        assert other.status_code == 403, other.text
+        assert "officer" in other.json()["detail"]
+        assert len(http.get("/ogc/jobs?f=json").json()["jobs"]) == jobs
+        # reading the description stays public
+        assert httpx.get(f"{http.base_url}/ogc/processes/detect-changes?f=json").status_code == 200
