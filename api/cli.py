@@ -291,9 +291,12 @@ def serve(
     configure_logging(json_lines=s.log_json)
     common = {"host": host, "port": port, "log_config": None, "access_log": False}
     if workers == 1:
-        uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(s, database.server_url, read_url=database.reader_url),
+                    **common)  # type: ignore[arg-type]
         return
-    os.environ["GRIDGOV_DATABASE_URL"] = database.url  # for the worker processes
+    os.environ["GRIDGOV_DATABASE_URL"] = database.server_url  # for the worker processes
+    if database.reader_url:
+        os.environ["GRIDGOV_DATABASE_READ_URL"] = database.reader_url
     uvicorn.run("api.cli_ops:server_app", factory=True, workers=workers,
                 **common)  # type: ignore[arg-type]
 
