@@ -110,6 +110,19 @@ def db_reset(
     typer.echo("seeded: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
+@db_app.command("grant")
+def db_grant() -> None:
+    """Grant the published views to <owner>_reader and the tables to <owner>_writer again
+    (migration 0007's grants; for roles created after the migration ran)."""
+    database = ensure_database(settings(), say=lambda _m: None)
+    try:
+        with db.connect(database.url, autocommit=True) as conn:
+            granted = db.grant_roles(conn)
+    except LayersError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo("granted to " + (", ".join(granted) or "nobody: create the roles first"))
+
+
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL the server uses (starts the local cluster if needed)."""

@@ -172,3 +172,22 @@ def transaction(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with connect(url) as conn:
         with conn.transaction():
             yield conn
+
+
+def grant_roles(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """Run migration 0007's grants again as the owner ``conn`` connects as (for roles
+    created after the migration ran); returns the roles that exist and were granted."""
+    import importlib.util
+
+    path = MIGRATIONS / "versions" / "0007_published_roles.py"
+    spec = importlib.util.spec_from_file_location("gridgov_migration_0007", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships
+        raise DatabaseNotReady(f"migration {path} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if conn.execute("SELECT to_regnamespace('published')").fetchone() == (None,):
+        raise DatabaseNotReady("schema published does not exist: run the migrations first")
+    conn.execute(module._grants())
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
+                        ([f"{conn.info.user}_reader", f"{conn.info.user}_writer"],)).fetchall()
+    return [r[0] for r in rows]

@@ -92,6 +92,13 @@ def test_the_reader_selects_only_the_published_views(db_url: str) -> None:
         for table in UNPUBLISHED:  # and unqualified, they resolve to the refused table
             assert refused(conn, sql.SQL("SELECT 1 FROM {} LIMIT 1").format(
                 sql.Identifier(table)))
+        # a plain view is inlined: a bbox read through it still uses the table's GiST index
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT id FROM buildings WHERE geom && "
+            "ST_MakeEnvelope(118.05, 36.80, 118.06, 36.81, 4490)").fetchall())
+        assert "ix_buildings_geom" in plan and "Seq Scan" not in plan, plan
+        conn.execute("RESET enable_seqscan")
         with pytest.raises(errors.UndefinedColumn):  # the view has no phone column
             conn.execute("SELECT phone FROM workers")
         for view in views:  # it writes nothing, not even through the views
@@ -209,3 +216,19 @@ def test_the_database_owner_is_refused(empty_db_url: str) -> None:
     with pytest.raises(InsecureSettings, match="role gridgov owns the database"):
         check_roles(empty_db_url, [])
     check_roles(db.with_user(empty_db_url, WRITER), [db.with_user(empty_db_url, READER)])
+
+
+def test_grants_can_be_given_again(fresh_db_url: str) -> None:
+    """Roles created after migration 0007 ran get its grants from `gridgov db grant`."""
+    with psycopg.connect(fresh_db_url, autocommit=True) as owner:
+        owner.execute("REVOKE ALL ON ALL TABLES IN SCHEMA published FROM gridgov_reader")
+        owner.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gridgov_writer")
+        with as_role(fresh_db_url, READER) as conn:
+            assert refused(conn, "SELECT 1 FROM micro_grids LIMIT 1")
+        assert db.grant_roles(owner) == [READER, WRITER]
+    with as_role(fresh_db_url, READER) as conn:
+        assert conn.execute("SELECT count(*) FROM micro_grids").fetchone()[0] > 0
+        assert refused(conn, "SELECT 1 FROM public.workers LIMIT 1")
+    with as_role(fresh_db_url, WRITER) as conn:
+        assert conn.execute("SELECT count(*) FROM event_categories").fetchone()[0] > 0
+        assert refused(conn, "DELETE FROM event_history")
