@@ -57,8 +57,9 @@ def create_app(settings: Settings, database_url: str, read_url: str | None = Non
             await pool.close()
 
     check_production(settings)  # default secrets outside development: refuse to start
+    reads_from = settings.database_replica_urls or [read_url]  # the read pools' URLs
     if settings.env == "production":  # nor as a superuser or the owner
-        check_roles(write_url, [read_url, *settings.database_replica_urls])
+        check_roles(write_url, reads_from)
     secret = secret_key(settings)  # generated once into data_dir outside production
     app = FastAPI(
         title="gridgov",
@@ -82,7 +83,7 @@ def create_app(settings: Settings, database_url: str, read_url: str | None = Non
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
     app.state.ogc = mount_ogc(app, settings, write_url,  # pygeoapi at /ogc
-                              read_url=(settings.database_replica_urls or [read_url])[0])
+                              read_url=reads_from[0])
     pages.install(app)  # /m/... phone map pages, /screen, /static/vendor
     observability.install(app, app.state.ogc.jobs_dir / "jobs.json")
     if settings.cors_origins:  # CORS is off unless origins are configured

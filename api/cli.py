@@ -16,6 +16,7 @@ from api.database import (
     local_cluster,
     seed_if_empty,
     seed_town,
+    server_urls,
     write_demo_dsm,
 )
 from api.settings import Settings
@@ -291,6 +292,14 @@ def serve(
     except InsecureSettings as exc:
         raise fail(str(exc), 2) from exc
     database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
+    if s.env == "production":  # refuse a superuser or the owner before any worker starts
+        from api.app import check_roles
+
+        write_url, read_url = server_urls(s, database.server_url, database.reader_url)
+        try:
+            check_roles(write_url, s.database_replica_urls or [read_url])
+        except InsecureSettings as exc:
+            raise fail(str(exc), 2) from exc
     if not no_setup and database.cluster is not None:
         demo_coverage(s, database)
         demo_events(database)

@@ -5,8 +5,12 @@ superuser or the owner in production, and no published view exposes personal dat
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,6 +24,7 @@ from layers import db
 from layers.cluster import LocalCluster
 from layers.models import Base, personal_columns
 
+ROOT = Path(__file__).resolve().parents[2]
 GOOD_KEY = "k" * 40
 READER, WRITER, OWNER = "gridgov_reader", "gridgov_writer", "gridgov"
 # tables no view publishes at all
@@ -131,6 +136,7 @@ def test_the_writer_writes_only_what_the_server_writes(fresh_db_url: str) -> Non
         assert refused(conn, "INSERT INTO workers (employee_no, name, phone) "
                              "VALUES ('X', 'x', '1')")
         assert refused(conn, "UPDATE alembic_version SET version_num = 'x'")
+        assert refused(conn, "SELECT nextval('grid_generations_id_seq')")
         conn.execute("GRANT SELECT ON event_contacts TO PUBLIC")  # a warning, no grant
         assert not conn.execute(
             "SELECT has_table_privilege('public', 'event_contacts', 'SELECT')").fetchone()[0]
@@ -232,3 +238,15 @@ def test_grants_can_be_given_again(fresh_db_url: str) -> None:
     with as_role(fresh_db_url, WRITER) as conn:
         assert conn.execute("SELECT count(*) FROM event_categories").fetchone()[0] > 0
         assert refused(conn, "DELETE FROM event_history")
+
+
+def test_serve_refuses_the_owner_in_production(db_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "GRIDGOV_ENV": "production", "GRIDGOV_DATA_DIR": str(tmp_path),
+           "GRIDGOV_SECRET_KEY": GOOD_KEY, "GRIDGOV_DATABASE_URL": db_url,
+           "GRIDGOV_DATABASE_READ_URL": db.with_user(db_url, READER)}
+    proc = subprocess.run([sys.executable, "-m", "api", "serve", "--no-setup", "--port", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "refusing to start" in proc.stderr and "role gridgov owns" in proc.stderr
+    password = urlsplit(db_url).password
+    assert password and password not in proc.stderr + proc.stdout

@@ -82,11 +82,13 @@ def _grants() -> str:
     writes = "\n".join(
         f"        EXECUTE format('GRANT {what} ON {table} TO %I', writer);"
         for table, what in WRITES.items())
+    inserts = ", ".join(f"'{table}'" for table, what in WRITES.items() if "INSERT" in what)
     return f"""
 DO $grants$
 DECLARE
     reader text := current_user || '_reader';
     writer text := current_user || '_writer';
+    seq text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = reader) THEN
         EXECUTE format('GRANT USAGE ON SCHEMA published TO %I', reader);
@@ -97,7 +99,13 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', writer);
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA public TO %I', writer);
 {writes}
-        EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %I', writer);
+        FOR seq IN  -- the id sequences of the tables it inserts into, no others
+            SELECT c.oid::regclass::text FROM pg_depend d
+            JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+            WHERE d.refobjid = ANY(ARRAY[{inserts}]::regclass[]) AND d.deptype IN ('a', 'i')
+        LOOP
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', seq, writer);
+        END LOOP;
     END IF;
 END
 $grants$;
