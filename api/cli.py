@@ -126,7 +126,8 @@ def db_grant() -> None:
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the database URL the server uses (starts the local cluster if needed)."""
+    """Print the owner's database URL: migrations, seeding, psql (starts the local cluster
+    if needed; the server itself connects as <owner>_writer and <owner>_reader)."""
     typer.echo(ensure_database(settings(), say=lambda _m: None).url)
 
 
