@@ -30,22 +30,27 @@ from api import (
 )
 from api.ogc import mount as mount_ogc
 from api.ogc import transactions
-from api.settings import Settings, check_production, secret_key
-from layers import db, queries
+from api.settings import InsecureSettings, Settings, check_production, secret_key
+from layers import db, queries, roles
+from layers.errors import DatabaseNotReady
+from layers.models import personal_columns
 
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-def create_app(settings: Settings, database_url: str) -> FastAPI:
-    """Build the app for ``database_url`` (already migrated)."""
+def create_app(settings: Settings, database_url: str, read_url: str | None = None
+               ) -> FastAPI:
+    """Build the app for ``database_url`` (already migrated): writes (and the reads of
+    personal data) through it, other reads through ``read_url`` (or the replicas); see
+    :func:`api.database.server_urls` for the defaults."""
+    write_url, read_url = database.server_urls(settings, database_url, read_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = database.new_pool(settings, database_url, "primary")
-        reads = database.read_pool(settings, pool)
+        pool = database.new_pool(settings, write_url, "primary")
+        reads = database.read_pool(settings, read_url)
         await pool.open(wait=False)
-        if reads is not pool:
-            await reads.open(wait=False)
+        await reads.open(wait=False)
         app.state.pool, app.state.read_pool = pool, reads  # writes, reads (replicas)
         try:
             yield
@@ -53,11 +58,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             observability.mark_process_dead()
             app.state.ogc.close()
             app.state.renderer.close()
-            if reads is not pool:
-                await reads.close()
+            await reads.close()
             await pool.close()
 
     check_production(settings)  # default secrets outside development: refuse to start
+    reads_from = settings.database_replica_urls or [read_url]  # the read pools' URLs
+    if settings.env == "production":  # nor as a superuser or the owner
+        check_roles(write_url, reads_from)
     secret = secret_key(settings)  # generated once into data_dir outside production
     app = FastAPI(
         title="gridgov",
@@ -83,7 +90,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(routes_uploads.router)  # GeoTIFF uploads for detect-changes
     auth.install(app)
     app.include_router(transactions.router)  # Part 4 writes, before pygeoapi's routes
-    app.state.ogc = mount_ogc(app, settings, database_url)  # pygeoapi at /ogc
+    app.state.ogc = mount_ogc(app, settings, write_url,  # pygeoapi at /ogc
+                              read_url=reads_from[0])
     pages.install(app)  # /m/... phone map pages, /screen, /static/vendor
     observability.install(app, app.state.ogc.jobs_dir / "jobs.json")
     if settings.cors_origins:  # CORS is off unless origins are configured
@@ -175,3 +183,23 @@ def _docs(app: FastAPI) -> None:
             swagger_css_url=f"{root}/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{root}/static/swagger-ui/favicon-32x32.png",
         )
+
+
+def check_roles(write_url: str, read_urls: list[str]) -> None:
+    """Refuse to serve through a superuser, the database owner or a role that owns tables
+    or may create roles or databases, and to read through a role that may read a table
+    with personal data.  Run at start-up in production (the database must answer)."""
+    faults = []
+    try:
+        with db.connect(write_url, connect_timeout=10) as conn:
+            faults += roles.server_role_faults(conn)
+        for url in dict.fromkeys(read_urls):
+            with db.connect(url, connect_timeout=10) as conn:
+                faults += roles.server_role_faults(conn)
+                faults += roles.reader_faults(conn, sorted(personal_columns()))
+    except DatabaseNotReady as exc:
+        raise InsecureSettings(f"refusing to start: cannot check the database roles: {exc}"
+                               ) from exc
+    if faults:
+        raise InsecureSettings("refusing to start with GRIDGOV_ENV=production: "
+                               + "; ".join(dict.fromkeys(faults)))

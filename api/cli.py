@@ -16,6 +16,7 @@ from api.database import (
     local_cluster,
     seed_if_empty,
     seed_town,
+    server_urls,
     write_demo_dsm,
 )
 from api.settings import Settings
@@ -110,9 +111,23 @@ def db_reset(
     typer.echo("seeded: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
+@db_app.command("grant")
+def db_grant() -> None:
+    """Grant the published views to <owner>_reader and the tables to <owner>_writer again
+    (migration 0007's grants; for roles created after the migration ran)."""
+    database = ensure_database(settings(), say=lambda _m: None)
+    try:
+        with db.connect(database.url, autocommit=True) as conn:
+            granted = db.grant_roles(conn)
+    except LayersError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo("granted to " + (", ".join(granted) or "nobody: create the roles first"))
+
+
 @db_app.command("url")
 def db_url() -> None:
-    """Print the database URL the server uses (starts the local cluster if needed)."""
+    """Print the owner's database URL: migrations, seeding, psql (starts the local cluster
+    if needed; the server itself connects as <owner>_writer and <owner>_reader)."""
     typer.echo(ensure_database(settings(), say=lambda _m: None).url)
 
 
@@ -278,6 +293,14 @@ def serve(
     except InsecureSettings as exc:
         raise fail(str(exc), 2) from exc
     database = ensure_database(s, say=typer.echo) if no_setup else database_up(s)
+    if s.env == "production":  # refuse a superuser or the owner before any worker starts
+        from api.app import check_roles
+
+        write_url, read_url = server_urls(s, database.server_url, database.reader_url)
+        try:
+            check_roles(write_url, s.database_replica_urls or [read_url])
+        except InsecureSettings as exc:
+            raise fail(str(exc), 2) from exc
     if not no_setup and database.cluster is not None:
         demo_coverage(s, database)
         demo_events(database)
@@ -299,11 +322,15 @@ def serve(
     if workers == 1:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the operator's: empty it first
             with metrics_dir():
-                uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
+                uvicorn.run(create_app(s, database.server_url, read_url=database.reader_url),
+                            **common)  # type: ignore[arg-type]
             return
-        uvicorn.run(create_app(s, database.url), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(s, database.server_url, read_url=database.reader_url),
+                    **common)  # type: ignore[arg-type]
         return
-    os.environ["GRIDGOV_DATABASE_URL"] = database.url  # for the worker processes
+    os.environ["GRIDGOV_DATABASE_URL"] = database.server_url  # for the worker processes
+    if database.reader_url:
+        os.environ["GRIDGOV_DATABASE_READ_URL"] = database.reader_url
     with metrics_dir() as where:  # the workers' counters, summed on every /metrics
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where)
         uvicorn.run("api.cli_ops:server_app", factory=True, workers=workers,

@@ -13,15 +13,21 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.settings import Settings
-from layers import db
+from layers import db, roles
 from layers.cluster import LocalCluster
 from layers.loader import load_tables
 
 
 @dataclass(frozen=True)
 class Database:
-    url: str
+    url: str  # the owner: migrations, seeding, the CLI
     cluster: LocalCluster | None  # None when GRIDGOV_DATABASE_URL points elsewhere
+    writer_url: str | None = None  # the server's writes (None: ``url``)
+    reader_url: str | None = None  # the server's reads (None: see :func:`server_urls`)
+
+    @property
+    def server_url(self) -> str:
+        return self.writer_url or self.url
 
     @property
     def where(self) -> str:
@@ -39,7 +45,8 @@ def local_cluster(settings: Settings) -> LocalCluster:
 def ensure_database(settings: Settings, say: Callable[[str], None] = print) -> Database:
     """Start (or reuse) the local cluster and provision the database, unless one is set."""
     if settings.database_url:
-        return Database(url=settings.database_url, cluster=None)
+        return Database(url=settings.database_owner_url or settings.database_url, cluster=None,
+                        writer_url=settings.database_url, reader_url=settings.database_read_url)
     cluster = local_cluster(settings)
     if cluster.init():
         say(f"created a PostgreSQL cluster in {cluster.datadir}")
@@ -50,9 +57,31 @@ def ensure_database(settings: Settings, say: Callable[[str], None] = print) -> D
     db.provision(
         cluster.url("postgres"), settings.database_name, settings.database_role, cluster.password
     )
+    owner = settings.database_role
     return Database(
-        url=cluster.url(settings.database_name, user=settings.database_role), cluster=cluster
+        url=cluster.url(settings.database_name, user=owner), cluster=cluster,
+        writer_url=cluster.url(settings.database_name, user=roles.writer_role(owner)),
+        reader_url=cluster.url(settings.database_name, user=roles.reader_role(owner)),
     )
+
+
+def server_urls(settings: Settings, url: str, read_url: str | None = None
+                ) -> tuple[str, str]:
+    """The URLs the server writes and reads through, given its ``url`` (and ``read_url``,
+    else GRIDGOV_DATABASE_READ_URL).
+
+    Outside production, one URL of the owner role (``GRIDGOV_DATABASE_ROLE``, as the tests
+    and ``gridgov db url`` give it) stands for the local cluster's convention: the server
+    connects as the owner's writer and reader roles instead, with the same password
+    (``provision`` creates them so).  Without a read URL, reads go through ``url`` (still
+    through the published views: the read pools' search path starts with them)."""
+    read_url = read_url or settings.database_read_url
+    if read_url is None and settings.env != "production" and (
+            db.url_user(url) == settings.database_role):
+        owner = settings.database_role
+        return (db.with_user(url, roles.writer_role(owner)),
+                db.with_user(url, roles.reader_role(owner)))
+    return url, read_url or url
 
 
 def seed_if_empty(
@@ -111,10 +140,15 @@ def write_demo_dsm(
 
 # -- the server's pools ------------------------------------------------------------------
 
-def new_pool(settings: Settings, url: str, name: str) -> AsyncConnectionPool:
+def new_pool(settings: Settings, url: str, name: str, reads: bool = False
+             ) -> AsyncConnectionPool:
     """A pool for the request paths: autocommit, no JIT, the statement timeout, and bounded
     waits (connecting, and waiting for a free connection), so a database that is down
-    answers 503 quickly instead of holding requests."""
+    answers 503 quickly instead of holding requests.  A pool for ``reads`` searches the
+    published views first (whatever role it connects as)."""
+    options = db.session_options(settings.statement_timeout_ms)
+    if reads:
+        options += " " + roles.READER_OPTIONS
     return AsyncConnectionPool(
         db.libpq_url(url),
         min_size=settings.pool_min,
@@ -125,7 +159,7 @@ def new_pool(settings: Settings, url: str, name: str) -> AsyncConnectionPool:
         # autocommit: a read is one round trip, not BEGIN/statement/COMMIT; a route
         # that writes opens its own `conn.transaction()`
         kwargs={"application_name": "gridgov",
-                "options": db.session_options(settings.statement_timeout_ms),
+                "options": options,
                 "autocommit": True, "connect_timeout": max(1, int(settings.pool_timeout))},
     )
 
@@ -159,12 +193,11 @@ class ReadPools:
             await pool.close()
 
 
-def read_pool(settings: Settings, primary: AsyncConnectionPool
-              ) -> AsyncConnectionPool | ReadPools:
-    """Reads go to the replicas when GRIDGOV_DATABASE_REPLICA_URLS names some, else to the
-    primary's own pool."""
+def read_pool(settings: Settings, read_url: str) -> AsyncConnectionPool | ReadPools:
+    """Reads go to the replicas when GRIDGOV_DATABASE_REPLICA_URLS names some (their URLs
+    carry the reader's credentials), else to ``read_url`` on the primary."""
     urls = settings.database_replica_urls
     if not urls:
-        return primary
-    pools = [new_pool(settings, url, f"replica-{i}") for i, url in enumerate(urls)]
+        return new_pool(settings, read_url, "reader", reads=True)
+    pools = [new_pool(settings, url, f"replica-{i}", reads=True) for i, url in enumerate(urls)]
     return pools[0] if len(pools) == 1 else ReadPools(pools)

@@ -351,9 +351,10 @@ def install(app: FastAPI, jobs_file: Path | None = None) -> Metrics:
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         state = request.app.state
-        pools = {"primary": state.pool}
-        if state.read_pool is not state.pool:
-            pools["replica"] = state.read_pool
+        pools = {"primary": state.pool}  # the writer's
+        if state.read_pool is not state.pool:  # the reader's, on the replicas or the primary
+            replicas = state.settings.database_replica_urls
+            pools["replica" if replicas else "reader"] = state.read_pool
         families = pool_families(pools) + job_families(jobs_file)
         families += await database_families(state.read_pool, metrics, metrics_sql.GAUGES)
         scrape = CollectorRegistry(auto_describe=False)

@@ -99,7 +99,7 @@ async def discovery(request: Request) -> dict[str, Any]:
 
 @router.get("/services.json", summary="Service list: the event categories")
 async def services(request: Request) -> list[dict[str, Any]]:
-    async with request.app.state.pool.connection() as conn:
+    async with request.app.state.read_pool.connection() as conn:
         cats = await events.categories(conn)
     return [{"service_code": c["code"], "service_name": c["name_zh"],
              "description": f"{c['name_en']}; time limit {c['time_limit']['value']} "
@@ -112,7 +112,7 @@ async def services(request: Request) -> list[dict[str, Any]]:
             response_model=None)
 async def service_definition(request: Request, code: str) -> JSONResponse:
     async def call() -> JSONResponse:
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.read_pool.connection() as conn:
             cats = {c["code"]: c for c in await events.categories(conn)}
         if code not in cats:
             raise NotFound(f"no service {code!r}")
@@ -202,7 +202,7 @@ async def list_requests(request: Request) -> JSONResponse:
         except _Bad as exc:
             return _error(400, str(exc))
         base = str(request.base_url).rstrip("/")
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.read_pool.connection() as conn:
             if q.get("service_request_id"):
                 try:
                     ids = [int(x) for x in q["service_request_id"].split(",")][:200]
@@ -242,7 +242,7 @@ async def get_request(request: Request, request_id: str) -> JSONResponse:
     async def call() -> JSONResponse:
         if not _ID.fullmatch(request_id) or not 0 < int(request_id) < 2**62:
             return _error(404, f"no request {request_id!r}")
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.read_pool.connection() as conn:
             ev = await events.get(conn, int(request_id))
             cur = await conn.execute("SELECT min(id) FROM event_photos WHERE event_id = %s",
                                      (ev["id"],))
@@ -258,7 +258,7 @@ async def get_token(request: Request, token: str) -> JSONResponse:
     async def call() -> JSONResponse:
         if not _ID.fullmatch(token) or not 0 < int(token) < 2**62:
             return _error(404, f"no token {token!r}")
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.read_pool.connection() as conn:
             await events.get(conn, int(token))
         return JSONResponse([{"service_request_id": token, "token": token}])
 

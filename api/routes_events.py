@@ -77,7 +77,13 @@ class LoginIn(BaseModel):
 
 
 def _pool(request: Request) -> AsyncConnectionPool:
+    """The writer's pool: writes, and reads of personal data (logged)."""
     return request.app.state.pool  # type: ignore[no-any-return]
+
+
+def _reads(request: Request) -> AsyncConnectionPool:
+    """The reader's pool (published views only, or the replicas): the public reads."""
+    return request.app.state.read_pool  # type: ignore[no-any-return]
 
 
 def _settings(request: Request) -> Settings:
@@ -152,7 +158,7 @@ def _actor(who: Principal | None, request: Request) -> str:
 
 @router.get("/categories", summary="Event categories with handler, time limit, duplicate rule")
 async def get_categories(request: Request) -> list[dict[str, Any]]:
-    async with _pool(request).connection() as conn:
+    async with _reads(request).connection() as conn:
         return await events.categories(conn)
 
 
@@ -257,7 +263,7 @@ async def list_events(
     q = events.ListQuery(state=tuple(state or ()), category=category, grid=grid,
                          source=source, light=light, since=since, until=until, mine=mine,
                          limit=limit, before=cursor)
-    async with _pool(request).connection() as conn:
+    async with _reads(request).connection() as conn:
         items = await events.list_events(conn, q, who)
     links = []
     if len(items) == limit:
@@ -269,7 +275,7 @@ async def list_events(
 
 @router.get("/events/{event_id}", summary="One event (public fields) with its photos")
 async def get_event(request: Request, event_id: EventId) -> dict[str, Any]:
-    async with _pool(request).connection() as conn:
+    async with _reads(request).connection() as conn:
         ev = await events.get(conn, event_id)
         ev["photos"] = await events.photos_of(conn, event_id)
         who = await optional_principal(request, "resident")
@@ -291,7 +297,7 @@ async def _allowed(conn: Any, who: Principal | None, event_id: int,
 
 @router.get("/events/{event_id}/history", summary="Every transition, in order (append-only)")
 async def get_history(request: Request, event_id: EventId) -> list[dict[str, Any]]:
-    async with _pool(request).connection() as conn:
+    async with _reads(request).connection() as conn:
         return await events.history(conn, event_id)
 
 
@@ -363,8 +369,12 @@ async def post_photo(request: Request, event_id: EventId) -> Response:
             "`original=true` for dispatchers and officers (logged)", response_model=None)
 async def get_photo(request: Request, photo_id: Annotated[int, Path(ge=1, le=2**62)],
                     original: bool = False) -> Response:
-    async with _pool(request).connection() as conn:
-        cur = await conn.execute("SELECT event_id, media_type, private_path, public_path "
+    # the original's path is personal data (the writer's pool, the read logged); the
+    # public copy is read through the published views
+    pool = _pool(request) if original else _reads(request)
+    private = "private_path" if original else "NULL"
+    async with pool.connection() as conn:
+        cur = await conn.execute(f"SELECT event_id, media_type, {private}, public_path "
                                  "FROM event_photos WHERE id = %s", (photo_id,))
         row = await cur.fetchone()
         if row is None:
@@ -462,7 +472,7 @@ async def get_metrics(
     now = events.now_utc()
     end = end or now
     start = start or end - dt.timedelta(days=30)
-    async with _pool(request).connection() as conn:
+    async with _reads(request).connection() as conn:
         rows = await metrics.figures(conn, level, start, end, within, now)
     return {"level": level, "from": start.isoformat(), "to": end.isoformat(),
             "groups": rows}

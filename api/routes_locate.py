@@ -43,7 +43,10 @@ async def get_locate(
 ) -> dict[str, Any]:
     x, y = to_storage(lon, lat, crs)
     officer = await optional_principal(request, "officer")
-    pool: AsyncConnectionPool = request.app.state.read_pool
+    # the worker's phone (an officer's answer) is personal data: the writer's pool, which
+    # may read it and logs the read; everybody else reads the published views
+    pool: AsyncConnectionPool = (request.app.state.pool if officer is not None
+                                 else request.app.state.read_pool)
     async with pool.connection() as conn:
         answer = await locate(conn, x, y, at or dt.date.today(), with_phone=officer is not None)
         if officer is not None and answer.get("worker"):  # personal data: every read logged

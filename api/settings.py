@@ -20,6 +20,18 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS to use; when unset the project's own local cluster runs.",
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="The role the server reads through (SELECT on the published views "
+        "only); default: the reader role of the local cluster in development, required "
+        "with GRIDGOV_DATABASE_URL in production unless replicas are configured.",
+    )
+    database_owner_url: str | None = Field(
+        default=None,
+        description="The owner role for migrations, seeding and the CLI; default "
+        "GRIDGOV_DATABASE_URL (the server itself never connects as the owner outside "
+        "development).",
+    )
     data_dir: Path = Field(default=Path(".data"), description="Local cluster and files.")
     pg_port: int = Field(default=54320, ge=1024, le=65535)
     pg_bindir: Path = Path("/usr/lib/postgresql/15/bin")
@@ -119,12 +131,12 @@ class Settings(BaseSettings):
     def dsm_path(self) -> Path:
         return self.surface_model or self.data_dir / "dsm.tif"
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url", "database_owner_url")
     @classmethod
     def _pg_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("postgresql://", "postgres://",
                                                "postgresql+psycopg://")):
-            raise ValueError("GRIDGOV_DATABASE_URL must be a postgresql:// URL")
+            raise ValueError("database URLs must be postgresql:// URLs")
         return v
 
     @field_validator("cors_origins", "database_replica_urls", mode="before")
@@ -168,10 +180,13 @@ def check_production(settings: Settings) -> None:
     key = settings.secret_key.get_secret_value() if settings.secret_key else ""
     if len(key) < 32 or key.lower() in DEFAULT_SECRETS:
         faults.append("GRIDGOV_SECRET_KEY must be set to a random value of 32+ characters")
-    urls = ([settings.database_url] if settings.database_url else []) + list(
-        settings.database_replica_urls)
+    urls = [u for u in (settings.database_url, settings.database_read_url,
+                        settings.database_owner_url) if u] + list(settings.database_replica_urls)
     if not settings.database_url:
         faults.append("GRIDGOV_DATABASE_URL must be set (the local cluster is for development)")
+    if not settings.database_read_url and not settings.database_replica_urls:
+        faults.append("GRIDGOV_DATABASE_READ_URL (the reader role) or "
+                      "GRIDGOV_DATABASE_REPLICA_URLS must be set")
     for url in urls:
         password = urlsplit(url).password
         if password is None or password.lower() in DEFAULT_SECRETS or len(password) < 12:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from alembic import command
@@ -18,6 +19,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, pool
 
 from layers.errors import DatabaseNotReady
+from layers.roles import ensure_roles
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -28,6 +30,19 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise DatabaseNotReady(f"not a PostgreSQL URL: {url.split('@')[-1]}")
+
+
+def url_user(url: str) -> str | None:
+    """The user name a URL connects as (None when it names none)."""
+    return urlsplit(libpq_url(url)).username
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` connecting as ``user`` (same password, host and database)."""
+    parts = urlsplit(url)
+    password = f":{parts.password}" if parts.password is not None else ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}{password}@{host}"))
 
 
 def libpq_url(url: str) -> str:
@@ -69,20 +84,15 @@ async def aconnect(url: str, **kwargs: object) -> psycopg.AsyncConnection[tuple[
 
 
 def provision(admin_url: str, database: str, role: str, password: str) -> bool:
-    """Create ``role`` and ``database`` (owned by it, with PostGIS) if missing.
+    """Create ``role`` and ``database`` (owned by it, with PostGIS) if missing, and the
+    server's writer and reader roles (:mod:`layers.roles`, same password).
 
     ``admin_url`` connects as a superuser to any existing database of the cluster.
     Returns True when the database was created.
     """
     created = False
     with connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if not exists:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(password)
-                )
-            )
+        ensure_roles(conn, role, password)  # the owner, its writer and its reader
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
         ).fetchone()
@@ -162,3 +172,22 @@ def transaction(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with connect(url) as conn:
         with conn.transaction():
             yield conn
+
+
+def grant_roles(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """Run migration 0007's grants again as the owner ``conn`` connects as (for roles
+    created after the migration ran); returns the roles that exist and were granted."""
+    import importlib.util
+
+    path = MIGRATIONS / "versions" / "0007_published_roles.py"
+    spec = importlib.util.spec_from_file_location("gridgov_migration_0007", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships
+        raise DatabaseNotReady(f"migration {path} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if conn.execute("SELECT to_regnamespace('published')").fetchone() == (None,):
+        raise DatabaseNotReady("schema published does not exist: run the migrations first")
+    conn.execute(module._grants())
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
+                        ([f"{conn.info.user}_reader", f"{conn.info.user}_writer"],)).fetchall()
+    return [r[0] for r in rows]

@@ -189,12 +189,19 @@ class Collection:
         return self.layer.columns
 
 
+# The tables' keys, columns and types: the first ordinary table of each name on the
+# search path (a reader's search path starts with schema `published`, whose views of the
+# same names have neither indexes nor NOT NULL marks, and publish these tables' columns).
+_TABLES = """
+c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+  AND c.relnamespace IN (SELECT s::text::regnamespace FROM unnest(current_schemas(false)) s)
+"""
 _KEYS = """
 SELECT c.relname, min(a.attname), count(*)
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
-WHERE i.indisprimary AND c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace
+WHERE i.indisprimary AND """ + _TABLES + """
 GROUP BY c.relname
 """
 _COLUMNS = """
@@ -202,7 +209,7 @@ SELECT c.relname, a.attname, t.typname, NOT a.attnotnull
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_type t ON t.oid = a.atttypid
-WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace
+WHERE """ + _TABLES + """
   AND a.attnum > 0 AND NOT a.attisdropped
 """
 

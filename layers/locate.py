@@ -16,13 +16,13 @@ from layers.errors import NotFound
 
 AConn = psycopg.AsyncConnection[Any]
 
-LOCATE_SQL = """
+_LOCATE = """
 WITH gen AS (
     SELECT id, name, valid_from, valid_to FROM grid_generations
     WHERE valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)
 ), pt AS (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4490) AS g)
 SELECT m.code, m.name, c.code, c.name, s.code, s.name,
-       gen.id, gen.name, gen.valid_from, gen.valid_to, w.name, w.phone
+       gen.id, gen.name, gen.valid_from, gen.valid_to, w.name, {phone}
 FROM gen CROSS JOIN pt
 JOIN micro_grid_parts p ON p.generation_id = gen.id AND ST_Intersects(p.geom, pt.g)
 JOIN micro_grids m ON m.id = p.micro_grid_id
@@ -34,6 +34,10 @@ LEFT JOIN workers w ON w.id = wa.worker_id
 ORDER BY m.code
 LIMIT 1
 """
+# The worker's phone is personal data: selected only for an officer (on the writer's
+# connection; the reader's view of workers has no phone column).
+LOCATE_SQL = _LOCATE.format(phone="NULL::text")
+LOCATE_PHONE_SQL = _LOCATE.format(phone="w.phone")
 
 NEAREST_SQL = """
 WITH gen AS (
@@ -62,7 +66,7 @@ async def locate(
     outside the territory, with the nearest micro-grid and the distance to it in metres.
     """
     params = {"lon": lon, "lat": lat, "at": at}
-    cur = await conn.execute(LOCATE_SQL, params)
+    cur = await conn.execute(LOCATE_PHONE_SQL if with_phone else LOCATE_SQL, params)
     row = await cur.fetchone()
     if row is not None:
         return {

@@ -51,6 +51,12 @@ NAMING = {
 }
 
 
+# Personal data (and secrets standing for a person): a column marked ``info=PERSONAL``
+# is in no view of schema ``published`` (migration 0007; tests/ops/test_least_privilege.py
+# checks every view against these marks, so a new personal column must be marked here).
+PERSONAL = {"personal": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -309,7 +315,7 @@ class Worker(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     employee_no: Mapped[str] = mapped_column(Text, unique=True)
     name: Mapped[str] = mapped_column(Text)
-    phone: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str] = mapped_column(Text, info=PERSONAL)
 
 
 class WorkerAssignment(Base):
@@ -384,9 +390,9 @@ class ApiToken(Base):
 
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text, info=PERSONAL)
     role: Mapped[str] = mapped_column(Text)
-    token_sha256: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary, unique=True, info=PERSONAL)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -444,10 +450,10 @@ class User(Base):
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text, unique=True, info=PERSONAL)
     role: Mapped[str] = mapped_column(Text)
-    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
-    phone: Mapped[str | None] = mapped_column(Text, nullable=True)
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True, info=PERSONAL)
+    phone: Mapped[str | None] = mapped_column(Text, nullable=True, info=PERSONAL)
     department_code: Mapped[str | None] = mapped_column(
         ForeignKey("departments.code"), nullable=True, index=True)
     worker_id: Mapped[int | None] = mapped_column(
@@ -532,9 +538,9 @@ class EventContact(Base):
     __tablename__ = "event_contacts"
     event_id: Mapped[int] = mapped_column(
         ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str | None] = mapped_column(Text, nullable=True)
-    phone: Mapped[str | None] = mapped_column(Text, nullable=True)
-    email: Mapped[str | None] = mapped_column(Text, nullable=True)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True, info=PERSONAL)
+    phone: Mapped[str | None] = mapped_column(Text, nullable=True, info=PERSONAL)
+    email: Mapped[str | None] = mapped_column(Text, nullable=True, info=PERSONAL)
 
 
 class EventPhoto(Base):
@@ -549,7 +555,7 @@ class EventPhoto(Base):
     media_type: Mapped[str] = mapped_column(Text)
     bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[bytes] = mapped_column(LargeBinary)
-    private_path: Mapped[str] = mapped_column(Text)
+    private_path: Mapped[str] = mapped_column(Text, info=PERSONAL)
     public_path: Mapped[str] = mapped_column(Text)
     uploaded_by: Mapped[str] = mapped_column(Text)
     uploaded_at: Mapped[dt.datetime] = mapped_column(
@@ -585,12 +591,12 @@ class IdempotencyKey(Base):
     """A POST's ``Idempotency-Key`` with the answer given, so a retry gets the same one."""
 
     __tablename__ = "idempotency_keys"
-    actor: Mapped[str] = mapped_column(Text, primary_key=True)
+    actor: Mapped[str] = mapped_column(Text, primary_key=True, info=PERSONAL)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     route: Mapped[str] = mapped_column(Text)
     request_sha256: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    body = mapped_column(JSONB, nullable=True)
+    body = mapped_column(JSONB, nullable=True, info=PERSONAL)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now())
 
@@ -601,7 +607,7 @@ class PersonalDataRead(Base):
     __tablename__ = "personal_data_reads"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    actor: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text, info=PERSONAL)
     actor_role: Mapped[str] = mapped_column(Text)
     what: Mapped[str] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(
@@ -615,8 +621,8 @@ class Outbox(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     channel: Mapped[str] = mapped_column(Text)
-    recipient: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str] = mapped_column(Text, info=PERSONAL)
+    body: Mapped[str] = mapped_column(Text, info=PERSONAL)
     event_id: Mapped[int | None] = mapped_column(
         ForeignKey("events.id", ondelete="SET NULL"), nullable=True, index=True)
     dedup_key: Mapped[str | None] = mapped_column(Text, nullable=True, unique=True)
@@ -742,7 +748,7 @@ class RateLimit(Base):
     """Requests counted per client and window (public intake), shared by every worker."""
 
     __tablename__ = "rate_limits"
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True, info=PERSONAL)
     window_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True),
                                                       primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
@@ -787,3 +793,13 @@ class Imagery(Base):
         CheckConstraint("resolution_m > 0", name="resolution_m"),
         gist("imagery", "footprint"),
     )
+
+
+def personal_columns() -> dict[str, set[str]]:
+    """Table name -> its columns marked ``info=PERSONAL``."""
+    found: dict[str, set[str]] = {}
+    for table in Base.metadata.sorted_tables:
+        cols = {c.name for c in table.columns if c.info.get("personal")}
+        if cols:
+            found[table.name] = cols
+    return found

@@ -79,14 +79,41 @@ def test_server_waits_for_healthy_db(services: dict[str, Any]) -> None:
 
 
 def test_database_url_uses_db_host_and_env_password(services: dict[str, Any]) -> None:
-    url = urlsplit(environment(services["server"])["GRIDGOV_DATABASE_URL"])
-    assert url.scheme.startswith("postgresql")
-    assert url.hostname == "db"
-    assert url.password is not None
-    server_ref = ENV_REF.match(url.password)
-    db_ref = ENV_REF.match(environment(services["db"])["POSTGRES_PASSWORD"])
-    assert server_ref and db_ref, "passwords must come from the environment, not literals"
-    assert server_ref["name"] == db_ref["name"]
+    db_env = environment(services["db"])
+    admin = ENV_REF.match(db_env["POSTGRES_PASSWORD"])
+    assert admin, "passwords must come from the environment, not literals"
+    urls = {(service, key): environment(services[service])[key] for service, key in (
+        ("server", "GRIDGOV_DATABASE_URL"), ("server", "GRIDGOV_DATABASE_READ_URL"),
+        ("migrate", "GRIDGOV_DATABASE_URL"))}
+    users = {}
+    for where, value in urls.items():
+        url = urlsplit(value)
+        assert url.scheme.startswith("postgresql") and url.hostname == "db", where
+        assert url.password is not None
+        ref = ENV_REF.match(url.password)
+        assert ref, "passwords must come from the environment, not literals"
+        # the role's password is the one the database's init script gave it, not the
+        # superuser's
+        assert ref["name"] != admin["name"] and ref["name"] in db_env, where
+        users[where] = url.username
+    # the server is neither the superuser nor the owner (who migrates)
+    assert users[("server", "GRIDGOV_DATABASE_URL")] == "gridgov_writer"
+    assert users[("server", "GRIDGOV_DATABASE_READ_URL")] == "gridgov_reader"
+    assert users[("migrate", "GRIDGOV_DATABASE_URL")] == "gridgov" != db_env["POSTGRES_USER"]
+    assert services["server"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully")
+
+
+def test_db_init_script_creates_the_roles(services: dict[str, Any]) -> None:
+    mounts = [str(v) for v in services["db"]["volumes"]]
+    script = next(m.split(":")[0] for m in mounts if "/docker-entrypoint-initdb.d/" in m)
+    text = (ROOT / script).read_text()
+    for role, var in (("gridgov", "owner_pw"), ("gridgov_writer", "writer_pw"),
+                      ("gridgov_reader", "reader_pw")):
+        assert f"CREATE ROLE {role} LOGIN PASSWORD :'{var}';" in text
+    assert "ALTER ROLE gridgov_reader SET search_path = published, public;" in text
+    assert 'ALTER DATABASE :"db" OWNER TO gridgov;' in text
+    assert "SUPERUSER" not in text.replace("NOSUPERUSER", "")
 
 
 def test_db_port_not_public(services: dict[str, Any]) -> None:

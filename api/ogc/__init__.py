@@ -37,6 +37,7 @@ from api.ogc import tiles as ogc_tiles
 from api.ogc import transactions
 from api.ogc.openapi import describe as describe_openapi
 from api.settings import Settings
+from layers import db, roles
 
 if TYPE_CHECKING:
     from api.ogc.jobs import GridgovManager
@@ -61,7 +62,8 @@ class OgcService:
     """One app's pygeoapi: its configuration, job manager and ``API`` objects."""
 
     def __init__(self, settings: Settings, database_url: str,
-                 processes: Mapping[str, type[GridgovProcessor]]) -> None:
+                 processes: Mapping[str, type[GridgovProcessor]],
+                 read_url: str | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from pygeoapi import l10n
@@ -72,7 +74,10 @@ class OgcService:
         from api.ogc.provider import Source, register
 
         self.public_url = settings.public_url.rstrip("/") if settings.public_url else None
-        self.source = Source(database_url)  # the collections' database, for the provider
+        # the collections' database for pygeoapi's provider: the reader's, through the
+        # published views, under the statement timeout of every request path
+        self.source = Source(read_url or database_url, options=" ".join((
+            db.session_options(settings.statement_timeout_ms), roles.READER_OPTIONS)))
         self.source_token = register(self.source)
         self.jobs_dir = settings.data_dir.resolve() / "jobs" / _database_name(database_url)
         self._processes = dict(processes)
@@ -158,8 +163,11 @@ class OgcService:
 
 
 def mount(app: FastAPI, settings: Settings, database_url: str,
-          processes: Mapping[str, type[GridgovProcessor]] | None = None) -> OgcService:
+          processes: Mapping[str, type[GridgovProcessor]] | None = None,
+          read_url: str | None = None) -> OgcService:
     """Serve the OGC API at ``/ogc`` of ``app``; close the returned service on shutdown.
+    Processes write through ``database_url``; pygeoapi's provider reads through
+    ``read_url`` (default ``database_url``).
 
     ``processes`` (id -> processor class) defaults to :data:`api.ogc.processes.PROCESSES`.
     """
@@ -168,7 +176,8 @@ def mount(app: FastAPI, settings: Settings, database_url: str,
     # pygeoapi 0.21 tries every key of a collection's configuration as a locale when it
     # renders HTML and warns for each (hundreds of lines per page): keep its errors only
     logging.getLogger("pygeoapi.l10n").setLevel(logging.ERROR)
-    service = OgcService(settings, database_url, PROCESSES if processes is None else processes)
+    service = OgcService(settings, database_url, PROCESSES if processes is None else processes,
+                         read_url=read_url)
     _routes(app, service)
     app.include_router(ogc_tiles.router(service))  # OGC API Tiles: ours
     return service

@@ -171,7 +171,8 @@ async def _item(service: OgcService, request: Request, cid: str, fid: str) -> Re
 
 
 def _pool(request: Request) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.state.pool
+    """The read pool: the reader role over the published views (or the replicas)."""
+    pool: AsyncConnectionPool = request.app.state.read_pool
     return pool
 
 

@@ -49,8 +49,9 @@ POOL_MAX = 4  # pygeoapi's calls run in the server's worker threads
 class Source:
     """One database as pygeoapi's providers reach it."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, options: str = db.SESSION_OPTIONS) -> None:
         self._url = db.libpq_url(database_url)
+        self._options = options  # libpq options of every connection (timeout, search path)
         self._pool: ConnectionPool | None = None
         self._catalog: Mapping[str, engine.Collection] | None = None
         self._lock = threading.Lock()
@@ -68,7 +69,8 @@ class Source:
         database is down starts (and answers 503 on the data paths) rather than hangs."""
         with self._lock:
             if self._catalog is None:
-                with db.connect(self._url, connect_timeout=5) as conn:
+                with db.connect(self._url, connect_timeout=5,
+                                options=self._options) as conn:
                     self._catalog = engine.load_catalog(conn)
             return self._catalog
 
@@ -80,7 +82,7 @@ class Source:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self._url, min_size=0, max_size=POOL_MAX, open=False,
-                    kwargs={"options": db.SESSION_OPTIONS, "application_name": "gridgov-ogc",
+                    kwargs={"options": self._options, "application_name": "gridgov-ogc",
                             "autocommit": True})
                 self._pool.open(wait=False)
             pool = self._pool

@@ -1,7 +1,8 @@
 """Reads from a streaming replica (``GRIDGOV_DATABASE_REPLICA_URLS``), writes to the primary.
 
 A primary and a standby of its own (``pg_basebackup -R``), both under .data on free
-ports; the app is given the primary's URL and the standby's as its replica.
+ports; the app is given the primary's URL and the standby's, with the reader role's
+credentials (SELECT on the published views only), as its replica.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def pair() -> Iterator[tuple[LocalCluster, LocalCluster, str, str]]:
         seed_town(url, seed=2023)
         standby = primary.standby(base / "standby", standby.port)
         standby.start()
-        yield primary, standby, url, standby.url("gridgov", user="gridgov")
+        yield primary, standby, url, standby.url("gridgov", user="gridgov_reader")
     finally:
         standby.destroy()
         primary.destroy()
@@ -107,6 +108,17 @@ def test_reads_go_to_the_standby_and_writes_to_the_primary(
             assert r.status_code == 200 and r.text.count("\n") == 2
             assert client.get("/nearby", params=near).status_code == 200
             assert client.get("/", params={"f": "json"}).status_code == 200
+            # the OGC read paths too: our items, pygeoapi's HTML, a tile, the events
+            items = client.get("/ogc/collections/cameras/items",
+                               params={"bbox": f"{x - 1e-3},{y - 1e-3},{x + 1e-3},{y + 1e-3}"})
+            assert items.status_code == 200
+            assert "CAMREPLICA01" in {f["properties"]["code"]
+                                      for f in items.json()["features"]}
+            html = client.get("/ogc/collections/cameras/items", params={"f": "html",
+                                                                        "limit": 2})
+            assert html.status_code == 200 and "<html" in html.text.lower()
+            assert client.get("/api/v1/events").status_code == 200
+            assert client.get("/open311/v2/services.json").status_code == 200
             assert client.get("/readyz").status_code == 200
             # while a write, which needs the primary, is a 503 problem
             w = client.post("/ogc/collections/cameras/items", json=camera(x + 1e-4, y),
@@ -117,8 +129,8 @@ def test_reads_go_to_the_standby_and_writes_to_the_primary(
             primary.start()
 
 
-def test_without_replicas_reads_use_the_primary_pool(db_url: str, tmp_path: Path) -> None:
+def test_without_replicas_reads_use_the_primary(db_url: str, tmp_path: Path) -> None:
     with TestClient(create_app(Settings(env="test", data_dir=tmp_path, debug_headers=True),
                                db_url)) as client:
-        assert client.app.state.read_pool is client.app.state.pool  # type: ignore[attr-defined]
         assert client.get("/readyz").headers["gridgov-read-replica"] == "false"
+        assert 'gridgov_pool_connections{pool="reader"}' in client.get("/metrics").text

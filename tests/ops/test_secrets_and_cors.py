@@ -16,12 +16,13 @@ from api.settings import InsecureSettings, Settings, check_production, secret_ke
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_KEY = "k" * 20 + "Q7f2xZp9Lm4RtY8wBv3N"
-GOOD_URL = "postgresql://gridgov:Zq8-long-Rand0m-pw@db:5432/gridgov"
+GOOD_URL = "postgresql://gridgov_writer:Zq8-long-Rand0m-pw@db:5432/gridgov"
+GOOD_READ_URL = "postgresql://gridgov_reader:Wq3-long-Rand0m-pw@db:5432/gridgov"
 
 
 def production(**kw: object) -> Settings:
     base: dict[str, object] = {"env": "production", "secret_key": GOOD_KEY,
-                               "database_url": GOOD_URL}
+                               "database_url": GOOD_URL, "database_read_url": GOOD_READ_URL}
     return Settings(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -37,6 +38,8 @@ def test_production_with_real_secrets_passes() -> None:
     ({"database_url": "postgresql://gridgov:gridgov@db:5432/gridgov"}, "password"),
     ({"database_url": "postgresql://gridgov@db:5432/gridgov"}, "password"),
     ({"database_replica_urls": "postgresql://r:postgres@replica/gridgov"}, "password"),
+    ({"database_read_url": "postgresql://gridgov_reader:gridgov@db/gridgov"}, "password"),
+    ({"database_read_url": None}, "GRIDGOV_DATABASE_READ_URL"),
     ({"debug_headers": True}, "GRIDGOV_DEBUG_HEADERS"),
     ({"cors_origins": "*"}, "GRIDGOV_CORS_ORIGINS"),
 ])
