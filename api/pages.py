@@ -444,7 +444,7 @@ async def change_page(request: Request, change_id: str, t: str | None = None) ->
         event_state=EVENT_STATE.get(p["event_state"], p["event_state"]),
         event_link=p["event_id"] and _link_to(request, "e", p["event_id"], expires),
         nav=navigation(p["lon"], p["lat"], title))))
-    m.add_child(_Script(root, "gridgovPhone", {**_vector_config(root), "root": root},
+    m.add_child(_Script(root, "gridgovPhone", {**await _vector_config(request), "root": root},
                         {"map": m, "focus": outline}))
     return _html(fig)
 

@@ -67,7 +67,7 @@ WRITES: dict[str, str] = {
     "idempotency_keys": "INSERT, UPDATE",
     "rate_limits": "INSERT, UPDATE, DELETE",
     "sensor_readings": "INSERT",
-    "api_tokens": "INSERT",  # /api/v1/login
+    "api_tokens": "INSERT, UPDATE (revoked_at)",  # /api/v1/login, /api/v1/session
     "cameras": "INSERT, UPDATE, DELETE",  # OGC Part 4
     "buildings": "INSERT, UPDATE, DELETE",
     "parcels": "UPDATE",
