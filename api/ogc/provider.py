@@ -22,6 +22,7 @@ parse its page into the dict pygeoapi expects.  Two ways in:
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
@@ -52,6 +53,8 @@ class Source:
     def __init__(self, database_url: str, options: str = db.SESSION_OPTIONS) -> None:
         self._url = db.libpq_url(database_url)
         self._options = options  # libpq options of every connection (timeout, search path)
+        found = re.search(r"statement_timeout=(\d+)", options)
+        self.statement_timeout_ms = int(found.group(1)) if found else None
         self._pool: ConnectionPool | None = None
         self._catalog: Mapping[str, engine.Collection] | None = None
         self._lock = threading.Lock()
@@ -89,6 +92,8 @@ class Source:
         try:
             with pool.connection(timeout=10) as conn:
                 yield conn
+        except psycopg.errors.QueryCanceled:  # statement_timeout: not a database that is down
+            raise
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise DatabaseNotReady(f"the database is unavailable: {exc}") from exc
 
@@ -215,9 +220,22 @@ class GridgovProvider(BaseProvider):  # type: ignore[misc] - pygeoapi is untyped
             raise ProviderInvalidQueryError(user_msg=str(exc)) from exc
         except DatabaseNotReady as exc:
             raise _unavailable() from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise _timed_out(self.source.statement_timeout_ms) from exc
 
     def __repr__(self) -> str:
         return f"<GridgovProvider> {self.collection.name}"
+
+
+def _timed_out(ms: int | None) -> ProviderConnectionError:
+    """A statement cancelled by ``statement_timeout``: 504, naming the limit (as our own
+    items route answers it)."""
+    limit = f"the {ms} ms allowed per statement" if ms else "the time allowed per statement"
+    err = ProviderConnectionError(
+        user_msg=f"the query ran longer than {limit}; ask for less (a smaller page, bbox or "
+                 "filter)")
+    err.http_status_code = 504
+    return err
 
 
 def _unavailable() -> ProviderConnectionError:

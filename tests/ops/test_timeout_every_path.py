@@ -86,10 +86,6 @@ def test_every_path_family_is_cut_by_the_statement_timeout(
             assert again.status_code < 400, (path, again.status_code, again.text[:300])
 
 
-@pytest.mark.xfail(strict=True, raises=httpx.TimeoutException,
-                   reason="pygeoapi's provider connections (api/ogc/provider.py) have no "
-                   "statement_timeout yet: the fix is on branch `roles`; remove this mark "
-                   "when it is merged (strict: this test then fails as XPASS)")
 def test_pygeoapi_rendered_pages_are_cut_too(slow: tuple[str, EventTown]) -> None:
     base, t = slow
     path = "/ogc/collections/buildings/items"
