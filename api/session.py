@@ -48,10 +48,10 @@ async def post_session(request: Request, body: SessionIn, response: Response
     settings = request.app.state.settings
     async with request.app.state.pool.connection() as conn:
         await guards.count(conn, "login:" + _client(request), 10, 60)
-        async with conn.transaction():
-            token = await login(conn, body.name, body.password)
-    expires = (dt.datetime.now(dt.UTC).replace(microsecond=0)
-               + dt.timedelta(hours=settings.session_hours))
+        expires = (dt.datetime.now(dt.UTC).replace(microsecond=0)
+                   + dt.timedelta(hours=settings.session_hours))
+        async with conn.transaction():  # the token ends with the session, as bearer too
+            token = await login(conn, body.name, body.password, expires)
     set_session(request, response, token, expires)
     return {"name": body.name, "expires": expires.isoformat()}
 

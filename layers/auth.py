@@ -14,6 +14,7 @@ names its roles explicitly, as the event workflow does):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -145,7 +146,8 @@ def create_user(
     return token
 
 
-async def login(conn: psycopg.AsyncConnection[Any], name: str, password: str) -> str:
+async def login(conn: psycopg.AsyncConnection[Any], name: str, password: str,
+                expires: dt.datetime | None = None) -> str:
     """A fresh bearer token for an account's name and password (caller commits).
 
     Unknown names and wrong passwords get the same answer (:class:`BadCredentials`).
@@ -162,8 +164,9 @@ async def login(conn: psycopg.AsyncConnection[Any], name: str, password: str) ->
     if not ok or row is None:
         raise BadCredentials("unknown account or wrong password")
     token = _new_token()
-    await conn.execute("INSERT INTO api_tokens (name, role, token_sha256, user_id) "
-                       "VALUES (%s, %s, %s, %s)", (name, row[1], _digest(token), row[0]))
+    await conn.execute("INSERT INTO api_tokens (name, role, token_sha256, user_id, expires_at) "
+                       "VALUES (%s, %s, %s, %s, %s)",
+                       (name, row[1], _digest(token), row[0], expires))
     return token
 
 
@@ -188,6 +191,7 @@ async def authenticate(conn: psycopg.AsyncConnection[Any], token: str) -> Princi
         "SELECT t.name, t.role, u.id, u.worker_id, u.department_code FROM api_tokens t "
         "LEFT JOIN users u ON u.id = t.user_id "
         "WHERE t.token_sha256 = %s AND t.revoked_at IS NULL "
+        "AND (t.expires_at IS NULL OR t.expires_at > now()) "
         "AND (t.user_id IS NULL OR u.disabled_at IS NULL)", (_digest(token),))
     row = await cur.fetchone()
     return Principal(row[0], row[1], row[2], row[3], row[4]) if row else None

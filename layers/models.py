@@ -399,6 +399,8 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True,
                                                 index=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(  # a session's token: its end
+        DateTime(timezone=True), nullable=True)
     __table_args__ = (
         CheckConstraint(_in("role", ROLES), name="role"),
         CheckConstraint("length(token_sha256) = 32", name="sha256"),

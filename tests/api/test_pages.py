@@ -6,6 +6,7 @@ load stays under 500 KB; screenshots go to .data/artifacts/pages/."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
@@ -563,3 +564,33 @@ def test_the_cookie_is_secure_behind_https(event_town: Any, tmp_path: Path) -> N
         r = c.delete("/api/v1/session", headers={"Origin": public})
         assert r.status_code == 204 and "max-age=0" in r.headers["set-cookie"].lower()
         assert c.get("/api/v1/session").status_code == 401
+
+
+def test_a_session_token_ends_with_the_session_also_as_bearer(
+        event_town: Any, tmp_path: Path) -> None:
+    """The token inside the cookie is stored with the session's end: once that passes it
+    is refused as a bearer token too (a copied cookie is no lasting credential)."""
+    from api.auth import unseal
+    from layers.auth import create_user
+
+    with db.connect(event_town.url) as conn:
+        create_user(conn, "网格员己", "grid_worker", password="phone-pass-000",
+                    grid=event_town.grid)
+        conn.commit()
+    with serve(make_app(event_town.url, tmp_path, session_hours=2)) as base:
+        r = httpx.post(f"{base}/api/v1/session", headers={"Origin": base},
+                       json={"name": "网格员己", "password": "phone-pass-000"})
+        assert r.status_code == 200, r.text
+        token = unseal(SECRET, r.cookies["gridgov_session"])
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/v1/session", headers=bearer).json()["name"] == "网格员己"
+        with db.connect(event_town.url) as conn:
+            mine = hashlib.sha256(token.encode()).digest()  # only the digest is stored
+            row = conn.execute("SELECT expires_at - now() FROM api_tokens "
+                               "WHERE token_sha256 = %s", (mine,)).fetchone()
+            assert row is not None and dt.timedelta(hours=1.9) < row[0] <= dt.timedelta(hours=2)
+            conn.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second' "
+                         "WHERE token_sha256 = %s", (mine,))
+            conn.commit()
+        r = httpx.get(f"{base}/api/v1/session", headers=bearer)
+        assert r.status_code == 401, r.text
