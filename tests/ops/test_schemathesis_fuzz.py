@@ -67,7 +67,7 @@ ELSEWHERE_OGC = (
     (re.compile(r"(GET|POST|PUT|PATCH|DELETE) /(api/v1|open311/v2)/.+"), "ST103"),
     # pygeoapi's process and job routes answer a bad request with a content type their
     # document does not list
-    (re.compile(r"GET /(processes(/\w+)?|jobs/\{jobId\}(/results)?)"), "ST105"),
+    (re.compile(r"GET /(processes(/[\w-]+)?|jobs/\{jobId\}(/results)?)"), "ST105"),
 )
 
 
