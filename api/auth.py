@@ -223,16 +223,43 @@ GUARDED: dict[tuple[str, str], str] = {
 }
 
 
+# Dismissing (DELETE) a job of these processes needs the role too: an anonymous client
+# must not stop an officer's detection. Jobs of other processes stay public.
+GUARDED_JOBS: dict[str, str] = {"detect-changes": "officer"}
+_JOB_PATH = re.compile(r"/ogc/jobs/([^/]+)")
+
+
+async def _job_role(scope: Any, job_id: str) -> str | None:
+    """The role needed to dismiss ``job_id`` (None: anyone, or no such job: pygeoapi then
+    answers its 404)."""
+    from starlette.concurrency import run_in_threadpool
+
+    ogc = getattr(scope["app"].state, "ogc", None)
+    if ogc is None:
+        return None
+    try:
+        job = await run_in_threadpool(ogc.manager.get_job, job_id)
+    except Exception:  # noqa: BLE001 - unknown job: not ours to answer
+        return None
+    return GUARDED_JOBS.get(str((job or {}).get("process_id")))
+
+
 class Guard:
-    """ASGI middleware: a request to a :data:`GUARDED` route is answered 401/403 unless it
-    carries a token (or session) of the role; every other request passes untouched."""
+    """ASGI middleware: a request to a :data:`GUARDED` route (or dismissing a job of a
+    :data:`GUARDED_JOBS` process) is answered 401/403 unless it carries a token (or
+    session) of the role; every other request passes untouched."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            role = GUARDED.get((scope["method"], scope["path"].rstrip("/")))
+            path = scope["path"].rstrip("/")
+            role = GUARDED.get((scope["method"], path))
+            if role is None and scope["method"] == "DELETE":
+                job = _JOB_PATH.fullmatch(path)
+                if job is not None:
+                    role = await _job_role(scope, job.group(1))
             if role is not None:
                 request = Request(scope, receive)
                 try:

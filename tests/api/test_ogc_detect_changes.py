@@ -346,6 +346,10 @@ def test_delete_mid_run_stops_the_job_and_stores_nothing(
             assert job["status"] in ("accepted", "running") and time.monotonic() < deadline, \
                 job
             time.sleep(0.05)
+        # only an officer stops it: anonymous is 401 and the job runs on
+        anonymous = httpx.delete(str(http.base_url.join(location)))
+        assert anonymous.status_code == 401, anonymous.text
+        assert http.get(location).json()["status"] == "running"
         assert http.delete(location).status_code == 200
         assert http.get(location).status_code == 404
         # the worker process is ended and its staging directory removed
