@@ -365,6 +365,12 @@ async def post_photo(request: Request, event_id: EventId) -> Response:
                          "href": f"/api/v1/photos/{pid}"}, status_code=201)
 
 
+# the original's path is personal: only the writer's pool can read that column
+PHOTO_WITH_ORIGINAL = ("SELECT event_id, media_type, private_path, public_path "
+                       "FROM event_photos WHERE id = %s")
+PHOTO_PUBLIC = "SELECT event_id, media_type, NULL, public_path FROM event_photos WHERE id = %s"
+
+
 @router.get("/photos/{photo_id}", summary="A photo: the public copy (no EXIF/GPS); "
             "`original=true` for dispatchers and officers (logged)", response_model=None)
 async def get_photo(request: Request, photo_id: Annotated[int, Path(ge=1, le=2**62)],
@@ -372,10 +378,9 @@ async def get_photo(request: Request, photo_id: Annotated[int, Path(ge=1, le=2**
     # the original's path is personal data (the writer's pool, the read logged); the
     # public copy is read through the published views
     pool = _pool(request) if original else _reads(request)
-    private = "private_path" if original else "NULL"
+    query = PHOTO_WITH_ORIGINAL if original else PHOTO_PUBLIC
     async with pool.connection() as conn:
-        cur = await conn.execute(f"SELECT event_id, media_type, {private}, public_path "
-                                 "FROM event_photos WHERE id = %s", (photo_id,))
+        cur = await conn.execute(query, (photo_id,))
         row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no photo {photo_id}")

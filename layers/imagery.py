@@ -243,9 +243,9 @@ def footprint(path: Path) -> Any:
 
 # -- the registry ---------------------------------------------------------------------------
 
-_COLUMNS = ("id, name, kind, path, captured_on, run_id, crs, resolution_m, width, height, "
-            "bands, added_at, ST_XMin(footprint), ST_YMin(footprint), ST_XMax(footprint), "
-            "ST_YMax(footprint)")
+_SELECT = ("SELECT id, name, kind, path, captured_on, run_id, crs, resolution_m, width, "
+           "height, bands, added_at, ST_XMin(footprint), ST_YMin(footprint), "
+           "ST_XMax(footprint), ST_YMax(footprint) FROM imagery ")
 _INSERT = (
     "INSERT INTO imagery (name, kind, path, captured_on, run_id, crs, resolution_m, width, "
     "height, bands, footprint) VALUES (%(name)s, %(kind)s, %(path)s, %(captured_on)s, "
@@ -324,13 +324,13 @@ async def register_mask(conn: psycopg.AsyncConnection[Any], run_id: int, cog: Pa
 
 
 def list_images(conn: psycopg.Connection[Any], kind: str | None = None) -> list[Image]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM imagery WHERE %(kind)s::text IS NULL "  # noqa: S608 - constant columns
+    rows = conn.execute(_SELECT + "WHERE %(kind)s::text IS NULL "
                         "OR kind = %(kind)s ORDER BY name", {"kind": kind}).fetchall()
     return [_image(r) for r in rows]
 
 
 def lookup(conn: psycopg.Connection[Any], name: str) -> Image:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM imagery WHERE name = %s",  # noqa: S608
+    row = conn.execute(_SELECT + "WHERE name = %s",
                        (name,)).fetchone()
     if row is None:
         raise NotFound(f"no imagery named {name!r}", name=name)
@@ -358,12 +358,12 @@ def delete_file(root: Path, image: Image) -> bool:
 
 
 async def alist_images(conn: psycopg.AsyncConnection[Any]) -> list[Image]:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM imagery ORDER BY name")  # noqa: S608
+    cur = await conn.execute(_SELECT + "ORDER BY name")
     return [_image(r) for r in await cur.fetchall()]
 
 
 async def alookup(conn: psycopg.AsyncConnection[Any], name: str) -> Image:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM imagery WHERE name = %s",  # noqa: S608
+    cur = await conn.execute(_SELECT + "WHERE name = %s",
                              (name,))
     row = await cur.fetchone()
     if row is None:
@@ -373,7 +373,7 @@ async def alookup(conn: psycopg.AsyncConnection[Any], name: str) -> Image:
 
 async def arun_mask(conn: psycopg.AsyncConnection[Any], run_id: int) -> Image:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM imagery WHERE run_id = %s AND kind = 'change_mask' "  # noqa: S608
+        _SELECT + "WHERE run_id = %s AND kind = 'change_mask' "
         "ORDER BY id DESC LIMIT 1", (run_id,))
     row = await cur.fetchone()
     if row is None:
@@ -386,7 +386,7 @@ async def aorthophotos(conn: psycopg.AsyncConnection[Any],
     """Orthophotos newest first (capture date, then registration), those whose footprint
     meets ``bbox`` (lon/lat, EPSG:4490) when given."""
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM imagery WHERE kind = 'orthophoto' AND ("  # noqa: S608
+        _SELECT + "WHERE kind = 'orthophoto' AND ("
         "%(w)s::float8 IS NULL OR footprint && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, "
         "4490)) ORDER BY captured_on DESC NULLS LAST, added_at DESC, id DESC",
         dict(zip("wsen", bbox or (None,) * 4, strict=True)))
