@@ -224,14 +224,16 @@ def _link_to(request: Request, kind: str, ident: str | int,
 
 
 def navigation(lon: float, lat: float, name: str) -> dict[str, str]:
-    """Links that open the phone's map app at (lon, lat) (WGS84/CGCS2000): Amap wants
-    GCJ-02, Baidu BD-09, a ``geo:`` URI WGS84."""
+    """Links that open the phone's map app at (lon, lat) (WGS84/CGCS2000), by app schemes
+    only (no public host): Amap wants GCJ-02, Baidu BD-09, a ``geo:`` URI WGS84."""
     glon, glat = wgs84_to_gcj02(lon, lat)
     blon, blat = wgs84_to_bd09(lon, lat)
     label = quote(name)
     return {
-        "amap": f"https://uri.amap.com/marker?position={glon:.6f},{glat:.6f}&name={label}"
-                "&coordinate=gaode&callnative=1&src=gridgov",
+        # the Amap app's own scheme (Android and iOS): no public web host on the way, so
+        # it works on an intranet; dev=0: the coordinates are GCJ-02 already
+        "amap": f"amapuri://route/plan/?dlat={glat:.6f}&dlon={glon:.6f}&dname={label}"
+                "&dev=0&t=0&sourceApplication=gridgov",
         "baidu": f"baidumap://map/marker?location={blat:.6f},{blon:.6f}&title={label}"
                  "&coord_type=bd09ll&src=gridgov",
         "geo": f"geo:{lat:.6f},{lon:.6f}?q={lat:.6f},{lon:.6f}({label})",

@@ -268,7 +268,8 @@ def test_event_page_on_a_phone(browser: Any, site: str, town: dict[str, Any]) ->
         hrefs = [a.get_attribute("href") for a in v.page.locator("nav.buttons a").all()]
         glon, glat = wgs84_to_gcj02(town["lon"], town["lat"])
         blon, blat = wgs84_to_bd09(town["lon"], town["lat"])
-        assert f"position={glon:.6f},{glat:.6f}" in hrefs[0]
+        assert hrefs[0].startswith("amapuri://route/plan/?") and \
+            f"dlat={glat:.6f}&dlon={glon:.6f}" in hrefs[0]
         assert f"location={blat:.6f},{blon:.6f}" in hrefs[1] and "bd09ll" in hrefs[1]
         assert hrefs[2].startswith(f"geo:{town['lat']:.6f},{town['lon']:.6f}")
         # thumb-sized targets

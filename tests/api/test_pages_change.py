@@ -121,7 +121,7 @@ def test_change_page_on_a_phone(browser: Any, changed_town: dict[str, Any]) -> N
                                      ".every(i => i.complete && i.naturalWidth > 0)")
             # navigate and the event: thumb-sized targets
             hrefs = [a.get_attribute("href") for a in v.page.locator("nav.buttons a").all()]
-            assert hrefs[0].startswith("https://uri.amap.com/marker?position=")
+            assert hrefs[0].startswith("amapuri://route/plan/?dlat=")
             assert v.page.locator("#event-link").get_attribute("href") == f"/m/e/{t['event']}"
             for box in (b.bounding_box() for b in v.page.locator(
                     ".btn:visible, .leaflet-bar a:visible").all()):
