@@ -59,7 +59,7 @@ def detect(
         raise _fail("give both --before-dsm and --after-dsm, or neither")
     # a bounded GDAL block cache: memory must not grow with the image
     os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
-    from gis.changes_raster import detect_changes, to_geojson
+    from gis.changes_raster import ACCURACY_NOTE, detect_changes, write_geojson
 
     with tqdm(desc="comparing", unit="tile", dynamic_ncols=True) as bar:
 
@@ -81,14 +81,13 @@ def detect(
             if scheduler is None:
                 raise
             raise _fail(f"Dask scheduler {scheduler}: {exc}") from exc
-    doc = to_geojson(detection)
-    out.write_text(json.dumps(doc, ensure_ascii=False) + "\n")
-    counts: dict[str, int] = {}
-    for obj in detection.objects:
-        counts[obj.kind] = counts.get(obj.kind, 0) + 1
+    with detection:  # the objects are on disk: written out feature by feature
+        write_geojson(detection, out)
+        counts = detection.counts()
+        note = ACCURACY_NOTE[detection.plan.has_dsm]
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no change"
     typer.echo(f"{summary} -> {out}" + (f" (mask {mask_out})" if mask_out else ""))
-    typer.echo(f"note: {doc['properties']['accuracy_note']}")
+    typer.echo(f"note: {note}")
     if commit:
         from api.changes_store import commit as store
         from api.cli import settings
@@ -98,6 +97,7 @@ def detect(
         s = settings()
         try:
             database = ensure_database(s, say=lambda _m: None)
+            doc = json.loads(out.read_text(encoding="utf-8"))
             result = store(s, database.url, before, after, doc, mask_out)
         except (LayersError, GisError) as exc:
             raise _fail(f"nothing stored: {exc}") from exc

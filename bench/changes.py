@@ -9,7 +9,9 @@ against the bare read of both inputs, and peak memory for ~1 GB and ~4 GB inputs
    resampled once to the earlier CRS at 0.5 m, so it still goes through a WarpedVRT
    with another resolution). Each measurement runs in its own process, which reports
    its wall time, CPU time and peak resident memory (VmHWM): the floor (a
-   block-by-block rasterio read of both files) and the detection (colour only).
+   block-by-block rasterio read of both files) and the detection (colour only) as
+   ``gridgov changes detect --mask-out`` runs it: detect, write the mask COG and the
+   GeoJSON.
 
     .venv/bin/python -m bench.changes                       # ~1 h on 2 cores
     .venv/bin/python -m bench.changes --sizes 0.25,1        # smaller
@@ -166,10 +168,16 @@ def child_main(argv: list[str]) -> None:
                                                        min(1024, src.height - row)))
         n = 0
     else:
-        from gis.changes_raster import detect_changes
+        import tempfile
 
-        det = detect_changes(before, after, workers=int(argv[3]))
-        n = len(det.objects)
+        from gis.changes_raster import detect_changes, write_geojson
+
+        # what `gridgov changes detect --mask-out` does: detect, the mask COG, the GeoJSON
+        with tempfile.TemporaryDirectory(dir=Path(before).parent) as tmp:
+            with detect_changes(before, after, workers=int(argv[3]),
+                                mask_out=Path(tmp) / "mask.tif") as det:
+                write_geojson(det, Path(tmp) / "changes.geojson")
+                n = len(det.objects)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_mb = _peak_mb()
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "objects": n}))

@@ -20,11 +20,16 @@ returns the changed objects as polygons in the earlier image's CRS:
    the earlier grid, so seams match exactly) and the labels along its four edges.
    A thread pool runs it over the tiles (rasterio and numpy release the GIL), or a
    Dask cluster does (``scheduler=``), with the same results.
-3. :func:`merge` joins labels that touch across tile edges (union-find), adds up
-   their sums, unions their outlines and classifies each object
-   (:func:`gis.changes.classify`); objects under the minimum mapping unit go.
+3. :class:`Merger` joins labels that touch across tile edges (union-find) as the
+   tiles come in, adds up their sums, unions their outlines and classifies each
+   object (:func:`gis.changes.classify`; objects under the minimum mapping unit go)
+   as soon as no piece of it waits for a neighbouring tile, and writes it to an
+   :class:`~gis.changes_spool.ObjectSpool` on disk. The mask (:func:`write_mask`)
+   and the GeoJSON (:func:`write_geojson`) are written from the spool, block by
+   block and feature by feature.
 
-Peak memory depends on the tile size and the number of workers, not on the image.
+Peak memory depends on the tile size, the number of workers and the image's width
+(one row of tiles' edges), not on the image's size or its number of objects.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +80,7 @@ from gis.changes import (
     pixel_classes,
     pixel_cues,
 )
+from gis.changes_spool import ObjectSpool
 from gis.errors import NoOverlapError, RasterInputError
 
 BLOCK = 1024  # tile core, pixels
@@ -280,12 +287,35 @@ class ChangeObject:
 
 @dataclass(frozen=True)
 class Detection:
-    objects: list[ChangeObject]
+    """The objects found (a :class:`~gis.changes_spool.ObjectSpool` on disk, or any
+    sequence) and the plan that found them. Close it (or use it as a context manager)
+    to remove the spool's scratch file at once."""
+
+    objects: Sequence[ChangeObject]
     plan: Plan
 
     @property
     def crs(self) -> str:
         return self.plan.before.crs
+
+    def counts(self) -> dict[str, int]:
+        """Objects by kind."""
+        if isinstance(self.objects, ObjectSpool):
+            return self.objects.counts()
+        out: dict[str, int] = {}
+        for o in self.objects:
+            out[o.kind] = out.get(o.kind, 0) + 1
+        return out
+
+    def close(self) -> None:
+        if isinstance(self.objects, ObjectSpool):
+            self.objects.close()
+
+    def __enter__(self) -> Detection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -677,133 +707,243 @@ def detect_tile(spec: TileSpec) -> TileResult:
 
 # ---- merging ---------------------------------------------------------------------------
 
+SIDES = {  # a tile's side: the neighbour's offset and the neighbour's side facing it
+    "top": (-1, 0, "bottom"),
+    "bottom": (1, 0, "top"),
+    "left": (0, -1, "right"),
+    "right": (0, 1, "left"),
+}
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[Any, Any] = {}
-
-    def find(self, x: Any) -> Any:
-        p = self.parent.setdefault(x, x)
-        if p != x:
-            p = self.parent[x] = self.find(p)
-        return p
-
-    def union(self, a: Any, b: Any) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+Key = tuple[int, int, int]  # tile row, tile column, label
 
 
-def merge(plan: Plan, results: Iterable[TileResult]) -> list[ChangeObject]:
-    """Join pieces across tile edges, add up their sums, classify each object."""
-    by_index = {res.index: res for res in results}
-    uf = _UnionFind()
-    pieces: dict[tuple[int, int, int], Piece] = {}
-    for idx in sorted(by_index):
-        res = by_index[idx]
+class Merger:
+    """Joins pieces across tile edges as tiles arrive (in any order), and writes each
+    object to ``spool`` as soon as it is complete: when none of its pieces touches a
+    tile edge whose neighbour has not arrived yet. What is held is the pieces still
+    open and the label strips along edges still waiting for their neighbour: with the
+    tiles arriving about row by row, about one row of tiles' worth, whatever the
+    image's size or its number of objects.
+
+    The objects are ranked by their first piece (tile row, tile column, label), so the
+    spool reads in the same order whatever order the tiles came in.
+    """
+
+    def __init__(self, plan: Plan, spool: ObjectSpool) -> None:
+        self.plan, self.spool = plan, spool
+        _c0, _r0, w, h = plan.work
+        self.rows, self.cols = -(-h // plan.block), -(-w // plan.block)
+        self.arrived: set[tuple[int, int]] = set()
+        self.strips: dict[tuple[tuple[int, int], str], np.ndarray] = {}
+        self.pieces: dict[Key, Piece] = {}
+        self.parent: dict[Key, Key] = {}
+        self.members: dict[Key, list[Key]] = {}
+        self.open: dict[Key, int] = {}  # per group: (piece, side) pairs still waiting
+
+    @property
+    def pending(self) -> int:
+        """Pieces held, waiting for a neighbouring tile."""
+        return len(self.pieces)
+
+    def _find(self, key: Key) -> Key:
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def _union(self, a: Key, b: Key) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra] += self.members.pop(rb)
+        self.open[ra] += self.open.pop(rb)
+
+    def add(self, res: TileResult) -> None:
+        i, j = res.index
+        if res.index in self.arrived:
+            raise ValueError(f"tile {res.index} merged twice")
+        self.arrived.add(res.index)
+        touched: set[Key] = set()
         for p in res.pieces:
-            key = (idx[0], idx[1], p.label)
-            pieces[key] = p
-            uf.find(key)
-    for (i, j), res in sorted(by_index.items()):
-        for di, dj, mine, theirs in ((0, 1, "right", "left"), (1, 0, "bottom", "top")):
-            other = by_index.get((i + di, j + dj))
-            if other is None:
+            key = (i, j, p.label)
+            self.pieces[key] = p
+            self.parent[key] = key
+            self.members[key] = [key]
+            self.open[key] = 0
+            touched.add(key)
+        for side, (di, dj, facing) in SIDES.items():
+            n = (i + di, j + dj)
+            if not (0 <= n[0] < self.rows and 0 <= n[1] < self.cols):
                 continue
-            a, b = res.edges[mine], other.edges[theirs]
-            both = (a > 0) & (b > 0)
-            for la, lb in set(zip(a[both].tolist(), b[both].tolist(), strict=True)):
-                ka, kb = (i, j, la), (i + di, j + dj, lb)
-                if pieces[ka].cls == pieces[kb].cls:
-                    uf.union(ka, kb)
-    groups: dict[Any, list[tuple[int, int, int]]] = {}
-    for key in sorted(pieces):
-        groups.setdefault(uf.find(key), []).append(key)
-    objects = []
+            mine = res.edges[side]
+            if n not in self.arrived:  # open on this side until the neighbour comes
+                for la in np.unique(mine[mine > 0]).tolist():
+                    self.open[self._find((i, j, la))] += 1
+                self.strips[(res.index, side)] = mine
+                continue
+            theirs = self.strips.pop((n, facing))
+            both = (mine > 0) & (theirs > 0)
+            for la, lb in sorted(set(zip(mine[both].tolist(), theirs[both].tolist(),
+                                         strict=True))):
+                ka, kb = (i, j, la), (n[0], n[1], lb)
+                if self.pieces[ka].cls == self.pieces[kb].cls:
+                    self._union(ka, kb)
+            for lb in np.unique(theirs[theirs > 0]).tolist():  # the neighbour's side closes
+                kb = (n[0], n[1], lb)
+                self.open[self._find(kb)] -= 1
+                touched.add(kb)
+        for root in {self._find(k) for k in touched}:
+            if self.open[root] == 0:
+                self._finish(root)
+
+    def _finish(self, root: Key) -> None:
+        keys = sorted(self.members.pop(root))
+        del self.open[root]
+        parts = [self.pieces.pop(k) for k in keys]
+        for k in keys:
+            del self.parent[k]
+        obj = build_object(self.plan, parts)
+        if obj is not None:
+            i, j, label = keys[0]
+            self.spool.add(((i * self.cols + j) << 32) | label, obj)
+
+    def close(self) -> ObjectSpool:
+        """Every tile has arrived: the spool, complete."""
+        missing = self.rows * self.cols - len(self.arrived)
+        if missing or self.pieces:
+            raise RuntimeError(f"merge incomplete: {missing} tiles missing, "
+                               f"{len(self.pieces)} pieces open")
+        self.spool.flush()
+        return self.spool
+
+
+def build_object(plan: Plan, parts: list[Piece]) -> ChangeObject | None:
+    """One object from its pieces (in rank order): sums added up, outlines joined,
+    classified; ``None`` when it is no object (under the minimum mapping unit)."""
+    first = parts[0]
+    stats = parts[0].stats if len(parts) == 1 else np.sum([p.stats for p in parts], axis=0)
+    geom_px = first.geom if len(parts) == 1 else shapely.union_all([p.geom for p in parts])
+    if len(parts) > 1 and first.cls == PixelClass.OTHER:
+        geom_px = shapely.simplify(geom_px, OTHER_SIMPLIFY_PX, preserve_topology=True)
     t = plan.before.affine
-    for root in sorted(groups):
-        keys = groups[root]
-        first = pieces[keys[0]]
-        stats = np.sum([pieces[k].stats for k in keys], axis=0)
-        geom_px = (first.geom if len(keys) == 1
-                   else shapely.union_all([pieces[k].geom for k in keys]))
-        if len(keys) > 1 and first.cls == PixelClass.OTHER:
-            geom_px = shapely.simplify(geom_px, OTHER_SIMPLIFY_PX, preserve_topology=True)
-        geom = shapely.transform(
-            geom_px, lambda xy: np.column_stack(
-                (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)
-            )
+    geom = shapely.transform(
+        geom_px, lambda xy: np.column_stack(
+            (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)
         )
-        if plan.method == "difference":
-            area = float(stats[0] * plan.pixel_area_m2)
-            verdict: Verdict | None = (
-                Verdict("new_structure", round(min(1.0, stats[6] / stats[0]
-                                                   / (2 * plan.threshold)), 4), "difference")
-                if area >= 40.0 else None
-            )
-        else:
-            verdict = classify(PixelClass(first.cls), stats, geom, plan.pixel_area_m2,
-                               plan.has_dsm, plan.threshold)
-        if verdict is None:
-            continue
-        n = stats[0]
-        objects.append(ChangeObject(
-            kind=verdict.kind,
-            score=verdict.score,
-            cue=verdict.cue,
-            area_m2=round(float(n * plan.pixel_area_m2), 2),
-            geometry=geom,
-            pixel_geometry=geom_px,
-            measures={
-                "height_gain_share": round(float(stats[4] / n), 4),
-                "roof_share": round(float(stats[2] / n), 4),
-                "mean_dz_m": round(float(stats[7] / n), 3) if plan.has_dsm else 0.0,
-            },
-        ))
-    return objects
+    )
+    if plan.method == "difference":
+        area = float(stats[0] * plan.pixel_area_m2)
+        verdict: Verdict | None = (
+            Verdict("new_structure", round(min(1.0, stats[6] / stats[0]
+                                               / (2 * plan.threshold)), 4), "difference")
+            if area >= 40.0 else None
+        )
+    else:
+        verdict = classify(PixelClass(first.cls), stats, geom, plan.pixel_area_m2,
+                           plan.has_dsm, plan.threshold)
+    if verdict is None:
+        return None
+    n = stats[0]
+    return ChangeObject(
+        kind=verdict.kind,
+        score=verdict.score,
+        cue=verdict.cue,
+        area_m2=round(float(n * plan.pixel_area_m2), 2),
+        geometry=geom,
+        pixel_geometry=geom_px,
+        measures={
+            "height_gain_share": round(float(stats[4] / n), 4),
+            "roof_share": round(float(stats[2] / n), 4),
+            "mean_dz_m": round(float(stats[7] / n), 3) if plan.has_dsm else 0.0,
+        },
+    )
 
 
 # ---- the whole run ---------------------------------------------------------------------
 
 
-def run_tiles(
+def iter_tiles(
     plan: Plan,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
-) -> list[TileResult]:
-    """:func:`detect_tile` over every tile: a thread pool of ``workers`` (default: the
-    CPU count), or the Dask cluster at ``scheduler`` (an address such as
-    ``tcp://10.0.0.5:8786``; the files must be readable by its workers at the same paths).
-    """
+) -> Iterator[TileResult]:
+    """:func:`detect_tile` over every tile, results as they come: a thread pool of
+    ``workers`` (default: the CPU count), or the Dask cluster at ``scheduler`` (an
+    address such as ``tcp://10.0.0.5:8786``; the files must be readable by its workers
+    at the same paths). Tiles are handed out in row order, at most two per worker
+    thread ahead of the results taken, so results never pile up."""
     specs = plan.tiles()
     total = len(specs)
-    results: list[TileResult] = []
+    todo = iter(specs)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     if scheduler is not None:
         from distributed import Client
         from distributed import as_completed as dask_completed
 
         with Client(scheduler, timeout=SCHEDULER_TIMEOUT_S) as client:
-            futures = client.map(detect_tile, specs, pure=False)
-            for done, fut in enumerate(dask_completed(futures), start=1):
-                results.append(fut.result())
-                if progress is not None:
-                    progress(done, total)
-        return results
+            ahead = 2 * max(1, sum(client.nthreads().values()))
+            running = dask_completed(
+                [client.submit(detect_tile, s, pure=False) for s in islice(todo, ahead)])
+            for fut in running:
+                res = fut.result()
+                fut.release()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running.add(client.submit(detect_tile, nxt, pure=False))
+                tick()
+                yield res
+        return
     n = workers or os.cpu_count() or 1
     if n <= 1:
-        for done, spec in enumerate(specs, start=1):
-            results.append(detect_tile(spec))
-            if progress is not None:
-                progress(done, total)
-        return results
+        for spec in todo:
+            res = detect_tile(spec)
+            tick()
+            yield res
+        return
     with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(detect_tile, s) for s in specs]
-        for done, fut in enumerate(as_completed(futures), start=1):
-            results.append(fut.result())
-            if progress is not None:
-                progress(done, total)
-    return results
+        pending = {pool.submit(detect_tile, s) for s in islice(todo, 2 * n)}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for nxt in islice(todo, len(finished)):
+                pending.add(pool.submit(detect_tile, nxt))
+            while finished:
+                res = finished.pop().result()
+                tick()
+                yield res
+                del res
+
+
+def run_detection(
+    plan: Plan,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+    spool_dir: str | Path | None = None,
+) -> Detection:
+    """Every tile of ``plan``, merged as it comes into a spool on disk (in
+    ``spool_dir``, default the system's temporary directory)."""
+    spool = ObjectSpool(spool_dir)
+    try:
+        merger = Merger(plan, spool)
+        for res in iter_tiles(plan, workers=workers, scheduler=scheduler, progress=progress):
+            merger.add(res)
+        return Detection(merger.close(), plan)
+    except BaseException:
+        spool.close()
+        raise
 
 
 def detect_changes(
@@ -819,32 +959,36 @@ def detect_changes(
     coregister: bool = False,
     mask_out: str | Path | None = None,
     progress: Progress | None = None,
+    spool_dir: str | Path | None = None,
 ) -> Detection:
-    """Changed objects between two orthophotos (see the module docstring)."""
+    """Changed objects between two orthophotos (see the module docstring). The objects
+    are kept on disk (``spool_dir``) until the detection is closed."""
     try:
         plan = plan_detection(before, after, before_dsm, after_dsm, block=block,
                               method=method, coregister=coregister)
-        results = run_tiles(plan, workers=workers, scheduler=scheduler, progress=progress)
+        detection = run_detection(plan, workers=workers, scheduler=scheduler,
+                                  progress=progress, spool_dir=spool_dir)
     finally:
         close_datasets()
-    objects = merge(plan, results)
     if mask_out is not None:
-        write_mask(plan, objects, mask_out)
-    return Detection(objects, plan)
+        try:
+            write_mask(plan, detection.objects, mask_out)
+        except BaseException:
+            detection.close()
+            raise
+    return detection
 
 
 MASK_VALUES = {kind: int(cls) for cls, kind in KINDS.items()}
 
 
-def write_mask(plan: Plan, objects: list[ChangeObject], path: str | Path) -> Path:
+def write_mask(plan: Plan, objects: ObjectSpool, path: str | Path) -> Path:
     """The change mask over the overlap as a Cloud-Optimised GeoTIFF (uint8: 0 no change,
-    1 new structure, 2 removed structure, 3 other), written block by block."""
+    1 new structure, 2 removed structure, 3 other), written block by block, each block
+    from the objects the spool's index finds over it."""
     path = Path(path)
     c0, r0, w, h = plan.work
     transform = plan.before.affine @ Affine.translation(c0, r0)
-    geoms = [o.pixel_geometry for o in objects]
-    values = [MASK_VALUES[o.kind] for o in objects]
-    tree = shapely.STRtree(geoms)
     profile = {
         "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": "uint8",
         "crs": plan.before.crs, "transform": transform, "tiled": True,
@@ -856,12 +1000,11 @@ def write_mask(plan: Plan, objects: list[ChangeObject], path: str | Path) -> Pat
             for row in range(0, h, 512):
                 for col in range(0, w, 512):
                     bw, bh = min(512, w - col), min(512, h - row)
-                    box = shapely.box(c0 + col, r0 + row, c0 + col + bw, r0 + row + bh)
-                    hits = sorted(int(i) for i in tree.query(box, predicate="intersects"))
+                    hits = objects.within((c0 + col, r0 + row, c0 + col + bw, r0 + row + bh))
                     block = np.zeros((bh, bw), np.uint8)
                     if hits:
                         block = rasterize(
-                            [(geoms[i], values[i]) for i in hits], out_shape=(bh, bw),
+                            [(g, MASK_VALUES[kind]) for g, kind in hits], out_shape=(bh, bw),
                             transform=Affine.translation(c0 + col, r0 + row), fill=0,
                             dtype="uint8",
                         )
@@ -871,38 +1014,62 @@ def write_mask(plan: Plan, objects: list[ChangeObject], path: str | Path) -> Pat
     return path
 
 
-def to_geojson(detection: Detection, precision: int = 7) -> dict[str, Any]:
-    """The objects as a CRS84 GeoJSON FeatureCollection (lon/lat)."""
+def _features(detection: Detection, precision: int) -> Iterator[dict[str, Any]]:
     from pyproj import CRS, Transformer
 
     tr = Transformer.from_crs(CRS.from_wkt(detection.crs), CRS.from_epsg(4326), always_xy=True)
-    features = []
     for k, o in enumerate(detection.objects, start=1):
         g = shapely.transform(o.geometry, lambda xy: np.column_stack(tr.transform(
             xy[:, 0], xy[:, 1])))
         g = shapely.set_precision(g, 10.0**-precision)
-        features.append({
+        yield {
             "type": "Feature",
             "id": k,
             "properties": {"kind": o.kind, "area_m2": o.area_m2, "score": o.score,
                            "cue": o.cue, **o.measures},
             "geometry": shapely.geometry.mapping(g),
-        })
-    p = detection.plan
+        }
+
+
+CRS84 = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}
+
+
+def _properties(plan: Plan) -> dict[str, Any]:
+    return {
+        "method": plan.method,
+        "with_dsm": plan.has_dsm,
+        "shift_px": list(plan.shift),
+        "colour_threshold": plan.threshold,
+        "radiometry": {"gain": list(plan.radiometry.gain),
+                       "offset": list(plan.radiometry.offset)},
+        "dsm_offset_m": plan.dsm_shift,
+        "accuracy_note": ACCURACY_NOTE[plan.has_dsm],
+    }
+
+
+def to_geojson(detection: Detection, precision: int = 7) -> dict[str, Any]:
+    """The objects as a CRS84 GeoJSON FeatureCollection (lon/lat), in memory."""
     return {
         "type": "FeatureCollection",
-        "features": features,
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
-        "properties": {
-            "method": p.method,
-            "with_dsm": p.has_dsm,
-            "shift_px": list(p.shift),
-            "colour_threshold": p.threshold,
-            "radiometry": {"gain": list(p.radiometry.gain), "offset": list(p.radiometry.offset)},
-            "dsm_offset_m": p.dsm_shift,
-            "accuracy_note": ACCURACY_NOTE[p.has_dsm],
-        },
+        "features": list(_features(detection, precision)),
+        "crs": CRS84,
+        "properties": _properties(detection.plan),
     }
+
+
+def write_geojson(detection: Detection, path: str | Path, precision: int = 7) -> Path:
+    """The same document as :func:`to_geojson`, byte for byte what ``json.dumps`` makes
+    of it (plus a newline), written feature by feature: never all in memory."""
+    import json
+
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as out:
+        out.write('{"type": "FeatureCollection", "features": [')
+        for k, feature in enumerate(_features(detection, precision)):
+            out.write((", " if k else "") + json.dumps(feature, ensure_ascii=False))
+        out.write('], "crs": ' + json.dumps(CRS84) + ', "properties": '
+                  + json.dumps(_properties(detection.plan), ensure_ascii=False) + "}\n")
+    return path
 
 
 ACCURACY_NOTE = {

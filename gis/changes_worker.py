@@ -54,12 +54,10 @@ def main(argv: list[str]) -> int:
     try:
         job = json.loads(Path(argv[0]).read_text())
         from gis.changes_raster import (
-            Detection,
             close_datasets,
-            merge,
             plan_detection,
-            run_tiles,
-            to_geojson,
+            run_detection,
+            write_geojson,
             write_mask,
         )
 
@@ -68,20 +66,19 @@ def main(argv: list[str]) -> int:
             plan = plan_detection(job["before"], job["after"], job.get("before_dsm"),
                                   job.get("after_dsm"), block=int(job.get("block", 1024)),
                                   method=job.get("method", "cva"))
-            results = run_tiles(plan, workers=job.get("workers"),
-                                progress=lambda d, t: _say(proto, {"tiles": [d, t]}))
+            # objects are merged as the tiles come and kept on disk beside the output
+            detection = run_detection(plan, workers=job.get("workers"),
+                                      progress=lambda d, t: _say(proto, {"tiles": [d, t]}),
+                                      spool_dir=Path(job["out"]).parent)
         finally:
             close_datasets()
         _say(proto, {"phase": "merging"})
-        objects = merge(plan, results)
-        if job.get("mask"):
-            write_mask(plan, objects, job["mask"])
-        doc = to_geojson(Detection(objects, plan))
-        Path(job["out"]).write_text(json.dumps(doc, ensure_ascii=False))
-        counts: dict[str, int] = {}
-        for o in objects:
-            counts[o.kind] = counts.get(o.kind, 0) + 1
-        _say(proto, {"done": {"objects": len(objects), "counts": counts}})
+        with detection:
+            if job.get("mask"):
+                write_mask(plan, detection.objects, job["mask"])
+            write_geojson(detection, job["out"])
+            counts, n = detection.counts(), len(detection.objects)
+        _say(proto, {"done": {"objects": n, "counts": counts}})
         return 0
     except GisError as exc:
         _say(proto, {"error": str(exc), "type": type(exc).__name__,

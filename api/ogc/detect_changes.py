@@ -430,7 +430,7 @@ class DetectChangesProcessor(GridgovProcessor):
                     d, t = msg["tiles"]
                     state = (20 + 800 * d // max(t, 1), STEPS, f"{d} of {t} tiles compared")
                 elif msg.get("phase") == "merging":
-                    state = (820, STEPS, "Joining objects across tiles, writing the mask")
+                    state = (820, STEPS, "Writing the change mask and the objects")
                 elif "done" in msg:
                     result = msg["done"]
                 elif "error" in msg:
