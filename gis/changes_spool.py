@@ -52,6 +52,8 @@ class ObjectSpool(Sequence["ChangeObject"]):
     """Changed objects on disk: :meth:`add` while merging, then read in ``rank`` order."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix="gridgov-changes-",
                                           dir=None if directory is None else str(directory)))
         db = sqlite3.connect(self.path / "objects.sqlite", isolation_level=None,

@@ -1,0 +1,178 @@
+"""Change detection keeps what it finds on disk, not in memory (#5: peak memory must not
+grow with the image). Objects are merged and written to the spool as the tiles come;
+tile results are let go as soon as they are merged; the GeoJSON and the mask are
+written from the spool."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+import gis.changes_raster as cr
+from gis.changes_raster import (
+    Merger,
+    close_datasets,
+    detect_changes,
+    iter_tiles,
+    plan_detection,
+    to_geojson,
+    write_geojson,
+    write_mask,
+)
+from gis.changes_spool import ObjectSpool
+from seed_data.orthophoto import PairInfo, write_pair
+from seed_data.town import Town
+
+
+@pytest.fixture(scope="module")
+def pair(demo_town: Town, tmp_path_factory: pytest.TempPathFactory) -> PairInfo:
+    return write_pair(demo_town, tmp_path_factory.mktemp("stream"), seed=5,
+                      size_m=(900.0, 700.0))
+
+
+@pytest.fixture(scope="module")
+def plan(pair: PairInfo) -> cr.Plan:
+    try:
+        return plan_detection(pair.before, pair.after, pair.before_dsm, pair.after_dsm,
+                              block=128)
+    finally:
+        close_datasets()
+
+
+def test_objects_leave_memory_as_soon_as_they_are_complete(plan: cr.Plan,
+                                                           tmp_path: Path) -> None:
+    """Tiles in row order: the merger holds only pieces still waiting for a neighbour,
+    the objects of finished rows are already in the spool, and at the end nothing is
+    held. The old merge held every piece of every tile until the last one came."""
+    merger = Merger(plan, ObjectSpool(tmp_path))
+    held, came, written = [], [], []  # after each tile: pieces held, pieces come, objects out
+    try:
+        for spec in plan.tiles():
+            res = cr.detect_tile(spec)
+            came.append((came[-1] if came else 0) + len(res.pieces))
+            merger.add(res)
+            held.append(merger.pending)
+            written.append(len(merger.spool))
+    finally:
+        close_datasets()
+    spool = merger.close()
+    assert merger.rows >= 6 and merger.cols >= 6 and came[-1] > 60
+    # the old merge held everything that came (held == came); this one a fraction of it
+    assert sum(held) < 0.4 * sum(came)
+    assert max(held) < 0.6 * came[-1]
+    # most objects were written before the last row of tiles came in
+    assert written[-merger.cols - 1] > len(spool) / 2
+    assert merger.pending == 0 and not merger.strips  # nothing left behind
+    assert len(spool) > 0
+
+
+def test_the_merge_does_not_depend_on_the_order_tiles_come_in(plan: cr.Plan,
+                                                              tmp_path: Path) -> None:
+    """Threads and Dask workers finish tiles in any order; the objects and their order
+    are the same."""
+    try:
+        results = [cr.detect_tile(s) for s in plan.tiles()]
+    finally:
+        close_datasets()
+
+    def objects(order: list[cr.TileResult], name: str) -> list[tuple[object, ...]]:
+        merger = Merger(plan, ObjectSpool(tmp_path / name))
+        for res in order:
+            merger.add(res)
+        return [(o.kind, o.score, o.area_m2, o.geometry.wkb) for o in merger.close()]
+
+    rng = np.random.default_rng(7)
+    shuffled = [results[i] for i in rng.permutation(len(results))]
+    assert objects(shuffled, "a") == objects(results[::-1], "b") == objects(results, "c")
+    with pytest.raises(ValueError, match="merged twice"):
+        merger = Merger(plan, ObjectSpool(tmp_path / "d"))
+        merger.add(results[0])
+        merger.add(results[0])
+    with pytest.raises(RuntimeError, match="tiles missing"):
+        merger = Merger(plan, ObjectSpool(tmp_path / "e"))
+        merger.add(results[0])
+        merger.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tile_results_are_let_go_once_taken(plan: cr.Plan, workers: int) -> None:
+    """The pool runs at most two tiles per thread ahead of the consumer, and keeps no
+    result once it is handed over (the old code kept every future, and so every tile's
+    outlines and edge strips, to the end)."""
+    alive: list[weakref.ref[cr.TileResult]] = []
+    most = 0
+    try:
+        for res in iter_tiles(plan, workers=workers):
+            alive.append(weakref.ref(res))
+            del res
+            gc.collect()
+            most = max(most, sum(r() is not None for r in alive))
+    finally:
+        close_datasets()
+    assert len(alive) == len(plan.tiles()) > 20
+    assert most <= 1  # only the one being merged; none piles up
+
+
+def test_geojson_is_streamed_byte_for_byte_and_the_mask_comes_from_the_spool(
+        pair: PairInfo, tmp_path: Path) -> None:
+    with detect_changes(pair.before, pair.after, pair.before_dsm, pair.after_dsm,
+                        block=256, spool_dir=tmp_path, mask_out=tmp_path / "mask.tif") as det:
+        spool = det.objects
+        assert isinstance(spool, ObjectSpool)
+        assert spool.path.parent == tmp_path and (spool.path / "objects.sqlite").is_file()
+        doc = to_geojson(det)
+        out = write_geojson(det, tmp_path / "changes.geojson")
+        assert out.read_text(encoding="utf-8") == json.dumps(doc, ensure_ascii=False) + "\n"
+        assert len(doc["features"]) == len(spool) > 5
+        assert det.counts() == {k: sum(f["properties"]["kind"] == k for f in doc["features"])
+                                for k in det.counts()}
+        assert sum(det.counts().values()) == len(spool)
+        # sequence access reads the same objects, in the same order
+        assert [o.area_m2 for o in spool[:3]] == [f["properties"]["area_m2"]
+                                                  for f in doc["features"][:3]]
+        assert spool[-1].area_m2 == doc["features"][-1]["properties"]["area_m2"]
+        with pytest.raises(IndexError):
+            spool[len(spool)]
+        # the mask, block by block from the spool's index, matches the objects
+        new = [o for o in spool if o.kind == "new_structure"]
+        assert new
+        with rasterio.open(tmp_path / "mask.tif") as src:
+            mask = src.read(1)
+        c0, r0 = plan_work_origin(det)
+        for o in new:
+            x, y = o.pixel_geometry.representative_point().coords[0]
+            assert mask[int(y) - r0, int(x) - c0] == 1
+        again = write_mask(det.plan, spool, tmp_path / "again.tif")
+        with rasterio.open(again) as src:
+            assert np.array_equal(src.read(1), mask)
+    assert spool.closed and not spool.path.exists()  # the scratch file is gone
+    assert list(tmp_path.glob("gridgov-changes-*")) == []
+
+
+def plan_work_origin(det: cr.Detection) -> tuple[int, int]:
+    c0, r0, _w, _h = det.plan.work
+    return c0, r0
+
+
+def test_a_failed_run_leaves_no_scratch_file(pair: PairInfo, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = cr.detect_tile
+
+    def failing(spec: cr.TileSpec) -> cr.TileResult:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise rasterio.errors.RasterioIOError("read failed half way")
+        return real(spec)
+
+    monkeypatch.setattr(cr, "detect_tile", failing)
+    with pytest.raises(rasterio.errors.RasterioIOError, match="half way"):
+        detect_changes(pair.before, pair.after, block=128, workers=1, spool_dir=tmp_path)
+    assert calls["n"] == 5
+    assert list(tmp_path.iterdir()) == []
