@@ -402,13 +402,18 @@ async def get_photo(request: Request, photo_id: Annotated[int, Path(ge=1, le=2**
 
 
 @router.post("/login", summary="A bearer token for an account's name and password",
+             description="The token expires after `GRIDGOV_LOGIN_TOKEN_DAYS` (30 days): "
+             "`expires_at` and `expires_in` (seconds) say when.",
              responses={401: {"description": "unknown account or wrong password"}})
-async def post_login(request: Request, body: LoginIn) -> dict[str, str]:
+async def post_login(request: Request, body: LoginIn) -> dict[str, Any]:
+    ttl = dt.timedelta(days=_settings(request).login_token_days)
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + ttl
     async with _pool(request).connection() as conn:
         await guards.count(conn, "login:" + _client(request), 10, 60)
         async with conn.transaction():
-            token = await login(conn, body.name, body.password)
-    return {"token": token, "token_type": "bearer"}
+            token = await login(conn, body.name, body.password, expires)
+    return {"token": token, "token_type": "bearer", "expires_at": expires.isoformat(),
+            "expires_in": int(ttl.total_seconds())}
 
 
 # -- rules: sensor readings and camera detections -----------------------------------------

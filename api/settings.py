@@ -86,6 +86,8 @@ class Settings(BaseSettings):
         "session).")
     link_hours: float = Field(default=72.0, gt=0, le=24 * 90, description="How long the "
                               "link in a dispatch text message stays valid (hours).")
+    login_token_days: float = Field(default=30.0, gt=0, le=366, description="How long a "
+                                    "bearer token from POST /api/v1/login stays valid (days).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a "
                                  "sign-in on a phone page lasts (the session cookie).")
     screen_refresh_seconds: int = Field(default=30, ge=2, le=3600, description="How often "

@@ -3,6 +3,7 @@ photos, idempotency and concurrency, against the real database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -384,6 +385,20 @@ def test_login_with_a_password_gives_a_token(event_town: EventTown) -> None:
     mine = t.client.get("/api/v1/events", params={"mine": "true"},
                         headers={"Authorization": f"Bearer {token}"})
     assert mine.status_code == 200
+    # the token expires (GRIDGOV_LOGIN_TOKEN_DAYS, 30): the answer says when, the row too
+    assert r.json()["expires_in"] == 30 * 86400
+    ends = dt.datetime.fromisoformat(r.json()["expires_at"])
+    assert abs((ends - dt.datetime.now(dt.UTC)) - dt.timedelta(days=30)) < dt.timedelta(minutes=5)
+    with db.connect(t.url) as conn:
+        (stored,) = conn.execute("SELECT expires_at FROM api_tokens WHERE name = '网格员丙' "
+                                 "AND expires_at IS NOT NULL").fetchone()
+        assert stored == ends
+        conn.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second' "
+                     "WHERE name = '网格员丙'")
+        conn.commit()
+    late = t.client.get("/api/v1/events", params={"mine": "true"},
+                        headers={"Authorization": f"Bearer {token}"})
+    assert late.status_code == 401
     (h,) = one(t.url, "SELECT password_hash FROM users WHERE name = '网格员丙'")
     assert h.startswith("$argon2id$") and "correct horse" not in h
 
