@@ -218,8 +218,13 @@ async def optional_principal(request: Request, role: str = "officer") -> Princip
 
 # Routes served by pygeoapi (no FastAPI dependency can guard them) that need a role:
 # (method, path) -> role. detect-changes reads the server's imagery and files events.
+# The list of every job is for officers: a job's id, answered to whoever submitted it
+# (Location), is what lets a client follow, fetch or dismiss that job, so it is not
+# handed to everyone.
 GUARDED: dict[tuple[str, str], str] = {
     ("POST", "/ogc/processes/detect-changes/execution"): "officer",
+    ("GET", "/ogc/jobs"): "officer",
+    ("HEAD", "/ogc/jobs"): "officer",
 }
 
 

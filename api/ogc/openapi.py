@@ -12,7 +12,9 @@ parameters.  :func:`describe` edits the document it made, once per ``API``:
   described here (pygeoapi refers to a file on raw.githubusercontent.com); ``datetime``
   described here, for every collection with time (pygeoapi lists it only for those with
   a configured temporal extent and refers to schemas.opengis.net for it);
-- ``crs`` and ``bbox-crs`` with the CRS URIs served (:data:`layers.features.CRSES`).
+- ``crs`` and ``bbox-crs`` with the CRS URIs served (:data:`layers.features.CRSES`);
+- the routes :data:`api.auth.GUARDED` keeps for a role (running ``detect-changes``, the
+  list of every job): a bearer token, and their 401 and 403 problems.
 """
 
 from __future__ import annotations
@@ -114,3 +116,28 @@ def describe(openapi: dict[str, Any], catalog: Mapping[str, engine.Collection] |
             wanted.insert(1, "datetime")
         kept += [{"$ref": REF.format(p)} for p in wanted]
         listed[:] = kept
+    guarded(openapi)
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": {"type": "object"}}}}
+
+
+def guarded(openapi: dict[str, Any]) -> None:
+    """A bearer token on each operation the guard keeps for a role, with its 401 (no
+    token, or a bad one) and 403 (a token without the role) answers."""
+    from api.auth import GUARDED
+
+    schemes = openapi.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.setdefault("bearer", {"type": "http", "scheme": "bearer",
+                                  "description": "a token of POST /api/v1/login, or the "
+                                  "session cookie of the phone pages"})
+    for (method, path), role in GUARDED.items():
+        op = openapi.get("paths", {}).get(path.removeprefix("/ogc"), {}).get(method.lower())
+        if op is None:
+            continue
+        op["security"] = [{"bearer": []}]
+        responses = op.setdefault("responses", {})
+        responses["401"] = _problem("no token or session, or one that is not valid")
+        responses["403"] = _problem(f"signed in, but not as {role}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -63,6 +64,16 @@ def grids(db_url: str) -> tuple[list[str], np.ndarray]:
     return [r[0] for r in rows], shapely.from_wkb([bytes(r[1]) for r in rows])
 
 
+def officer(url: str) -> dict[str, str]:
+    """An officer's Authorization header (a new account each time)."""
+    from layers.auth import create_user
+
+    with psycopg.connect(url) as conn:
+        token = create_user(conn, f"科长-{uuid.uuid4().hex[:8]}", "officer")
+        conn.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
 def hrefs(doc: Any) -> list[str]:
     """Every link href anywhere in a JSON document."""
     if isinstance(doc, Mapping):
@@ -89,7 +100,8 @@ def wait_for(client: TestClient | httpx.Client, url: str, until: Any, timeout: f
 # -- the OGC shell --------------------------------------------------------------------
 
 
-def test_landing_page_and_conformance_declare_processes(client: TestClient) -> None:
+def test_landing_page_and_conformance_declare_processes(client: TestClient,
+                                                        db_url: str) -> None:
     landing = client.get("/ogc")
     assert landing.status_code == 200, landing.text
     body = landing.json()
@@ -98,8 +110,12 @@ def test_landing_page_and_conformance_declare_processes(client: TestClient) -> N
             "http://www.opengis.net/def/rel/ogc/1.0/processes",
             "http://www.opengis.net/def/rel/ogc/1.0/job-list"} <= rels
     assert all(h.startswith("http://testserver/") for h in hrefs(body))
-    for href in hrefs(body):  # no dangling link
-        assert client.get(href).status_code == 200, href
+    for href in hrefs(body):  # no dangling link (the job list is for officers)
+        if href.endswith("/ogc/jobs"):
+            assert client.get(href).status_code == 401
+            assert client.get(href, headers=officer(db_url)).status_code == 200
+        else:
+            assert client.get(href).status_code == 200, href
     assert client.get("/ogc/").json() == body
     classes = client.get("/ogc/conformance").json()["conformsTo"]
     assert PROCESSES_CORE in classes
@@ -273,7 +289,7 @@ def test_no_generation_on_that_day_is_404(client: TestClient) -> None:
 
 
 def test_async_locate_job_status_and_results(
-    client: TestClient, grids: tuple[list[str], np.ndarray]
+    client: TestClient, grids: tuple[list[str], np.ndarray], db_url: str
 ) -> None:
     codes, geoms = grids
     pts = [[p.x, p.y] for p in shapely.point_on_surface(geoms[:40])]
@@ -297,7 +313,15 @@ def test_async_locate_job_status_and_results(
         "application/geo+json")
     assert got.json()["features"] == sync["features"]
     assert [f["properties"]["micro_grid_code"] for f in got.json()["features"]] == codes[:40]
-    listed = client.get("/ogc/jobs").json()["jobs"]
+    # the list of every job is for officers; the job itself for whoever has its id
+    anonymous = client.get("/ogc/jobs")
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    listed = client.get("/ogc/jobs", headers=officer(db_url)).json()["jobs"]
+    doc = client.get("/ogc/openapi", params={"f": "json"}).json()  # and the document says so
+    jobs = doc["paths"]["/jobs"]["get"]
+    assert jobs["security"] == [{"bearer": []}] and {"401", "403"} <= set(jobs["responses"])
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert job_id in [j["jobID"] for j in listed]
     assert client.get("/ogc/jobs/no-such-job").status_code == 404
     assert client.get("/ogc/jobs/no-such-job/results").status_code == 404
@@ -518,14 +542,14 @@ def test_public_url_fixes_the_links_whatever_the_host(db_url: str, data_dir: Pat
 ASSET = re.compile(r"<(?:script|img)\b[^>]*\bsrc=\"([^\"]*)\"|<link\b[^>]*\bhref=\"([^\"]*)\"")
 
 
-def test_html_pages_load_nothing_from_another_host(client: TestClient) -> None:
+def test_html_pages_load_nothing_from_another_host(client: TestClient, db_url: str) -> None:
     job = client.post(EXECUTE, json={"inputs": {"points": [[118.0, 36.8]]}}, headers=ASYNC)
     wait_for(client, job.headers["location"], lambda j: j["status"] != "running")
     pages = ["/ogc", "/ogc/conformance", "/ogc/processes", "/ogc/processes/locate",
              "/ogc/jobs", job.headers["location"], "/ogc/collections", "/ogc/openapi",
              "/ogc/openapi?ui=redoc", "/ogc/collections/none", "/ogc/TileMatrixSets"]
     for page in pages:
-        r = client.get(page, headers={"accept": "text/html"})
+        r = client.get(page, headers={"accept": "text/html", **officer(db_url)})
         assert r.headers["content-type"].startswith("text/html"), page
         assets = [a or b for a, b in ASSET.findall(r.text)]
         assert assets, page
