@@ -559,7 +559,7 @@ class EventPhoto(Base):
     sha256: Mapped[bytes] = mapped_column(LargeBinary)
     private_path: Mapped[str] = mapped_column(Text, info=PERSONAL)
     public_path: Mapped[str] = mapped_column(Text)
-    uploaded_by: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(Text, info=PERSONAL)  # a name or an address
     uploaded_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now())
     __table_args__ = (
@@ -580,6 +580,7 @@ class EventHistory(Base):
     action: Mapped[str] = mapped_column(Text)
     from_state: Mapped[str | None] = mapped_column(Text, nullable=True)
     to_state: Mapped[str] = mapped_column(Text)
+    # published as 'resident' for a resident (migration 0009): staff act by name
     actor: Mapped[str] = mapped_column(Text)
     actor_role: Mapped[str] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -195,6 +195,56 @@ def test_the_app_reads_as_the_reader_and_writes_as_the_writer(
     assert users == {READER, WRITER}  # never the owner
 
 
+def test_what_is_published_names_no_resident(event_town: EventTown) -> None:
+    """A resident's account name stays out of the published history (as ``resident``), and
+    who uploaded a photo (an account, or an anonymous reporter's address) out of every
+    published view; staff still act by name, and the record itself keeps everyone."""
+    t = event_town
+    lon, lat = t.point
+    r = t.post("resident", "/api/v1/events", json={"category": "06010", "lon": lon,
+                                                   "lat": lat, "description": "楼道堆物"})
+    assert r.status_code == 201, r.text
+    eid = r.json()["id"]
+    hist = t.get(None, f"/api/v1/events/{eid}/history").json()
+    report = hist[0]
+    assert report["action"] == "report" and report["actor_role"] == "resident"
+    assert report["actor"] == "resident"
+    staff = [h for h in hist if h["actor_role"] != "resident"]
+    assert staff and all(h["actor"] not in ("resident", "") for h in staff)
+    with psycopg.connect(t.url) as owner:
+        (kept,) = owner.execute("SELECT actor FROM public.event_history WHERE event_id = %s "
+                                "AND seq = 1", (eid,)).fetchone()
+        assert kept not in ("resident", "anonymous")  # the account's own name, for an audit
+    with as_role(t.url, READER) as conn:
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'published' AND table_name = 'event_photos'").fetchall()}
+        assert "uploaded_by" not in columns and {"id", "event_id", "public_path"} <= columns
+        assert refused(conn, "SELECT uploaded_by FROM public.event_photos")
+        assert conn.execute("SELECT count(*) FROM event_history WHERE actor_role = "
+                            "'resident' AND actor <> 'resident'").fetchone()[0] == 0
+        # the reader still reads the photos' list the pages show
+        assert conn.execute("SELECT count(*) FROM event_photos").fetchone()[0] >= 0
+
+
+def test_the_unnamed_views_migrate_down_and_up(fresh_db_url: str) -> None:
+    from alembic import command
+
+    def photo_columns() -> set[str]:
+        with as_role(fresh_db_url, READER) as conn:
+            assert conn.execute("SELECT count(*) FROM event_photos").fetchone() is not None
+            return {r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "'published' AND table_name = 'event_photos'").fetchall()}
+
+    cfg = db.alembic_config(fresh_db_url)
+    assert "uploaded_by" not in photo_columns()
+    command.downgrade(cfg, "0008")
+    assert "uploaded_by" in photo_columns()  # as it was, and still granted to the reader
+    command.upgrade(cfg, "head")
+    assert "uploaded_by" not in photo_columns()
+
+
 def test_production_refuses_a_superuser_or_the_owner(db_url: str, tmp_path: Path) -> None:
     reader, writer = db.with_user(db_url, READER), db.with_user(db_url, WRITER)
 
