@@ -112,6 +112,42 @@ def remove(name: Annotated[str, typer.Argument(help="The image's name.")]) -> No
     typer.echo(f"removed {name}")
 
 
+@imagery_app.command("prune-uploads")
+def prune_uploads(
+    older_than: Annotated[float, typer.Option(
+        "--older-than", min=0.0, help="Days since a file was uploaded.")] = 30.0,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only say what would be deleted.")] = False,
+) -> None:
+    """Delete files uploaded to the imagery inbox (POST /api/v1/imagery/uploads, kept for
+    the detect-changes process) more than --older-than days ago, and uploads broken off
+    half way. The inbox's other files, the registered imagery and the stored change
+    runs are not touched."""
+    import time
+
+    from api.cli import settings
+    from api.ogc.detect_changes import UPLOADS
+
+    folder = settings().imagery_inbox / UPLOADS
+    cutoff = time.time() - older_than * 86400
+    gone, kept, freed = 0, 0, 0
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_symlink() or not path.is_file():
+            continue  # never ours: uploads are plain files
+        st = path.stat()
+        if st.st_mtime >= cutoff:
+            kept += 1
+            continue
+        typer.echo(f"{'would delete' if dry_run else 'deleted'} {path.name} "
+                   f"({st.st_size / 1e6:,.1f} MB)")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+        gone += 1
+        freed += st.st_size
+    typer.echo(f"{gone} upload(s) {'to delete' if dry_run else 'deleted'} "
+               f"({freed / 1e6:,.1f} MB), {kept} kept")
+
+
 DEMO_NAME = "demo-after"
 DEMO_CAPTURED_ON = dt.date(2026, 6, 15)  # the demo pair's later flight (early summer)
 

@@ -137,6 +137,40 @@ def test_cli_add_converts_to_a_cog_lists_and_removes(fresh_db_url: str, tmp_path
     assert r.exit_code == 2 and "no imagery named 'flight-1'" in r.output
 
 
+def test_cli_prunes_old_uploads_only(tmp_path: Path) -> None:
+    import os
+    import time
+
+    e = {"GRIDGOV_DATA_DIR": str(tmp_path / "data")}
+    inbox = tmp_path / "data" / "inbox"
+    r = runner.invoke(cli, ["imagery", "prune-uploads"], env=e)  # no uploads yet: fine
+    assert r.exit_code == 0 and "0 upload(s) deleted" in r.output
+    uploads = inbox / "uploads"
+    uploads.mkdir(parents=True)
+    old, new, part = uploads / "a1.tif", uploads / "b2.tif", uploads / ".part-c3"
+    flight = inbox / "flights" / "before.tif"  # put in the inbox by hand: not an upload
+    flight.parent.mkdir()
+    outside = tmp_path / "keep.tif"
+    for f in (old, new, part, flight, outside):
+        f.write_bytes(b"x" * 1000)
+    (uploads / "link.tif").symlink_to(outside)
+    long_ago = time.time() - 40 * 86400
+    for f in (old, part, flight, outside):
+        os.utime(f, (long_ago, long_ago))
+    r = runner.invoke(cli, ["imagery", "prune-uploads", "--dry-run"], env=e)
+    assert r.exit_code == 0, r.output
+    assert "would delete a1.tif" in r.output and "2 upload(s) to delete" in r.output
+    assert old.exists() and part.exists()
+    r = runner.invoke(cli, ["imagery", "prune-uploads", "--older-than", "30"], env=e)
+    assert r.exit_code == 0 and "2 upload(s) deleted" in r.output and "1 kept" in r.output
+    assert not old.exists() and not part.exists()
+    assert new.exists() and flight.exists() and outside.exists()
+    assert (uploads / "link.tif").is_symlink()
+    r = runner.invoke(cli, ["imagery", "prune-uploads", "--older-than", "-1"], env=e)
+    assert r.exit_code == 2  # a clear refusal, nothing deleted
+    assert new.exists()
+
+
 @pytest.fixture
 def site(fresh_db_url: str, tmp_path: Path, served: Any) -> Any:
     from api.app import create_app
