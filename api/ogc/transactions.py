@@ -23,6 +23,7 @@ from api.faults import BodyTooLarge
 from gis.crs import CRS84_URI, ogc_crs
 from layers import edits
 from layers.errors import InvalidInput, NotFound
+from layers.registry import LAYERS
 
 router = APIRouter(tags=["OGC API Features Part 4"])
 
@@ -130,3 +131,48 @@ async def delete_item(request: Request, collection_id: str, feature_id: str) -> 
     async with pool.connection() as conn:
         await edits.delete(conn, collection_id, fid)
     return Response(status_code=204)
+
+
+# -- OPTIONS: what a client may do (QGIS 3.32+ enables editing from the Allow header) -----
+
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+OPTIONS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "no body; the header Allow lists the methods"},
+    404: {"description": "no such collection",
+          "content": {"application/problem+json": {"schema": {"type": "object"}}}},
+}
+
+
+async def _known(request: Request, collection_id: str) -> None:
+    from api.ogc.features import _catalog
+
+    if collection_id not in await _catalog(request.app.state.ogc):
+        raise NotFound(f"no collection {collection_id!r}")
+
+
+@router.options("/ogc/collections/{collection_id}/items",
+                summary="The methods the collection's items take (Allow)", response_model=None,
+                responses=OPTIONS_RESPONSES)
+async def items_options(request: Request, collection_id: str) -> Response:
+    """``Allow`` lists POST for a layer officers add features to (creating still needs an
+    officer's token). QGIS reads it to offer editing."""
+    await _known(request, collection_id)
+    layer = LAYERS.get(collection_id)
+    more = ("POST",) if layer is not None and layer.creatable else ()
+    return Response(status_code=200, headers={"Allow": ", ".join(READ_METHODS + more)})
+
+
+@router.options("/ogc/collections/{collection_id}/items/{feature_id}",
+                summary="The methods one feature takes (Allow)", response_model=None,
+                responses=OPTIONS_RESPONSES)
+async def item_options(request: Request, collection_id: str, feature_id: str) -> Response:
+    """``Allow``: PUT and DELETE where features are kept whole by officers, PATCH where
+    some of their properties are editable."""
+    await _known(request, collection_id)
+    layer = LAYERS.get(collection_id)
+    more: tuple[str, ...] = ()
+    if layer is not None and layer.creatable:
+        more += ("PUT", "DELETE")
+    if layer is not None and layer.editable:
+        more += ("PATCH",)
+    return Response(status_code=200, headers={"Allow": ", ".join(READ_METHODS + more)})

@@ -199,3 +199,38 @@ def test_token_cli_create_list_revoke(fresh_db_url: str, tmp_path: Any) -> None:
     with psycopg.connect(fresh_db_url) as conn:
         (stored,) = conn.execute("SELECT token_sha256 FROM api_tokens").fetchone()
     assert token.encode() not in bytes(stored)  # only the digest is kept
+
+
+def test_options_say_what_each_collection_takes(writer: tuple) -> None:
+    """QGIS (3.32 and later) sends OPTIONS to the items and to one item and offers
+    editing from the Allow header: POST, then PUT / DELETE / PATCH."""
+    client, auth, _url = writer
+
+    def allow(path: str) -> set[str]:
+        r = client.options(path)
+        assert r.status_code == 200, (path, r.text)
+        return {m.strip() for m in r.headers["allow"].split(",")}
+
+    reads = {"GET", "HEAD", "OPTIONS"}
+    assert allow(ITEMS.format("cameras")) == reads | {"POST"}
+    assert allow(ITEMS.format("cameras") + "/1") == reads | {"PUT", "DELETE", "PATCH"}
+    assert allow(ITEMS.format("buildings")) == reads | {"POST"}
+    assert allow(ITEMS.format("parcels")) == reads  # only some properties, by PATCH
+    assert allow(ITEMS.format("parcels") + "/1") == reads | {"PATCH"}
+    assert allow(ITEMS.format("micro_grids")) == reads
+    assert allow(ITEMS.format("micro_grids") + "/1") == reads
+    # what Allow lists is really taken (reads by anyone, writes with a token)
+    fid = client.post(ITEMS.format("cameras"), json=camera(), headers=auth).json()["id"]
+    item = ITEMS.format("cameras") + f"/{fid}"
+    order = ["GET", "HEAD", "PATCH", "PUT", "DELETE"]  # the delete last
+    assert allow(item) == {*order, "OPTIONS"}
+    for method in order:
+        body = ({"json": camera(name="改名枪机")} if method == "PUT"
+                else {"json": {"properties": {"name": "再改名"}},
+                      "headers": {**auth, "Content-Type": "application/merge-patch+json"}}
+                if method == "PATCH" else {})
+        r = client.request(method, item, **{"headers": auth, **body})
+        assert r.status_code in (200, 204), (method, r.status_code, r.text)
+    gone = client.options(ITEMS.format("no_such"))
+    assert gone.status_code == 404
+    assert gone.headers["content-type"].startswith("application/problem+json")

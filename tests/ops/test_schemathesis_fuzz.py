@@ -60,8 +60,6 @@ ELSEWHERE = {
 ELSEWHERE_OGC = (
     # queryables and schema answer application/schema+json, documented as application/json
     (re.compile(r"GET /collections/\w+/(queryables|schema)"), "ST105"),
-    # OPTIONS on items is documented for the collections, but /ogc routes no OPTIONS: 405
-    (re.compile(r"OPTIONS /collections/\w+/items(/\{featureId\})?"), "ST103"),
     # api/routes_events.py and api/open311.py (#6) document none of their 400, 401, 404,
     # 429 answers (the answers themselves are problems, or Open311 errors)
     (re.compile(r"(GET|POST|PUT|PATCH|DELETE) /(api/v1|open311/v2)/.+"), "ST103"),
