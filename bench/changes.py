@@ -154,6 +154,7 @@ def child_main(argv: list[str]) -> None:
     """One measurement in this process: ``read B A`` or ``detect B A WORKERS``."""
     what, before, after = argv[0], argv[1], argv[2]
     t0, c0 = time.perf_counter(), time.process_time()
+    phases: dict[str, float] = {}
     if what == "read":
         import rasterio
         from rasterio.windows import Window
@@ -170,17 +171,48 @@ def child_main(argv: list[str]) -> None:
     else:
         import tempfile
 
-        from gis.changes_raster import detect_changes, write_geojson
+        from gis.changes_raster import (
+            close_datasets,
+            plan_detection,
+            run_detection,
+            write_geojson,
+            write_mask,
+        )
 
-        # what `gridgov changes detect --mask-out` does: detect, the mask COG, the GeoJSON
+        # what `gridgov changes detect --mask-out` does (detect_changes, then the
+        # GeoJSON), one phase at a time, each with its own peak
         with tempfile.TemporaryDirectory(dir=Path(before).parent) as tmp:
-            with detect_changes(before, after, workers=int(argv[3]),
-                                mask_out=Path(tmp) / "mask.tif") as det:
+            peak_before = _phase_start()
+            try:
+                plan = plan_detection(before, after)
+                det = run_detection(plan, workers=int(argv[3]))
+            finally:
+                close_datasets()
+            phases["detect"] = _peak_mb()
+            with det:
+                _phase_start()
+                write_mask(plan, det.objects, Path(tmp) / "mask.tif")
+                phases["mask"] = _peak_mb()
+                _phase_start()
                 write_geojson(det, Path(tmp) / "changes.geojson")
+                phases["geojson"] = _peak_mb()
                 n = len(det.objects)
+            phases["imports"] = peak_before
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak_mb = _peak_mb()
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "objects": n}))
+    peak_mb = max([_peak_mb(), *phases.values()])
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "objects": n,
+                      "phases": {k: round(v) for k, v in phases.items()}}))
+
+
+def _phase_start() -> float:
+    """The peak so far; then the peak (VmHWM) starts again from the resident size now
+    (Linux: ``5`` to ``/proc/self/clear_refs``)."""
+    peak = _peak_mb()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux: the peaks of later phases include the earlier ones
+        pass
+    return peak
 
 
 def speed(work: Path, sizes: list[float], workers: int) -> list[dict[str, Any]]:
@@ -208,6 +240,8 @@ def speed(work: Path, sizes: list[float], workers: int) -> list[dict[str, Any]]:
             "cores_busy": round(det["cpu_s"] / det["wall_s"], 2),
             "floor_peak_mb": round(floor["peak_mb"]), "detect_peak_mb": round(det["peak_mb"]),
             "objects": det["objects"],
+            "peak_mb_by_phase": " / ".join(f"{det['phases'][k]}" for k in
+                                           ("detect", "mask", "geojson")),
         })
         _say(f"  {rows[-1]}")
         shutil.rmtree(big, ignore_errors=True)
