@@ -59,7 +59,9 @@ def detect(
         raise _fail("give both --before-dsm and --after-dsm, or neither")
     # a bounded GDAL block cache: memory must not grow with the image
     os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
-    from gis.changes_raster import ACCURACY_NOTE, detect_changes, write_geojson
+    from gis.changes_raster import ACCURACY_NOTE, bound_heap, detect_changes, write_geojson
+
+    bound_heap()  # freed blocks go back to the system: the peak stays flat
 
     with tqdm(desc="comparing", unit="tile", dynamic_ncols=True) as bar:
 

@@ -131,9 +131,9 @@ def make_big(base: Path, out: Path, gb: float) -> tuple[Path, Path, int]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    # the same bounded GDAL block cache as the CLI; big numpy buffers always mmapped, so
-    # freed tiles go back to the system (glibc would otherwise raise its mmap threshold)
-    env = dict(os.environ, GDAL_CACHEMAX="64", MALLOC_MMAP_THRESHOLD_="1048576")
+    # the same bounded GDAL block cache as the CLI (which also calls bound_heap, as the
+    # detecting child does below; the floor, a bare read, is left as it is)
+    env = dict(os.environ, GDAL_CACHEMAX="64")
     r = subprocess.run([sys.executable, "-m", "bench.changes", "--child", *args], cwd=ROOT,
                        env=env, capture_output=True, text=True, check=False)
     if r.returncode != 0:
@@ -172,6 +172,7 @@ def child_main(argv: list[str]) -> None:
         import tempfile
 
         from gis.changes_raster import (
+            bound_heap,
             close_datasets,
             plan_detection,
             run_detection,
@@ -181,6 +182,7 @@ def child_main(argv: list[str]) -> None:
 
         # what `gridgov changes detect --mask-out` does (detect_changes, then the
         # GeoJSON), one phase at a time, each with its own peak
+        bound_heap()
         with tempfile.TemporaryDirectory(dir=Path(before).parent) as tmp:
             peak_before = _phase_start()
             try:

@@ -95,6 +95,31 @@ OTHER_SIMPLIFY_PX = 0.75  # outlines of "other" objects are simplified by this m
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
 
+HEAP_MMAP_BYTES = 128 * 1024  # see bound_heap
+
+
+def bound_heap(threshold: int = HEAP_MMAP_BYTES) -> bool:
+    """For a process that runs a detection (the CLI, the process's worker, the bench):
+    glibc's malloc gives every allocation of ``threshold`` bytes or more a mapping of
+    its own, unmapped when freed. Without it, GDAL's blocks (768 kB for a 512 x 512 RGB
+    tile) and numpy's medium arrays are carved out of per-thread heaps that fragment:
+    the same 1 GB run peaked at 443 MB instead of 369 MB, and a longer run a little
+    higher again. Returns whether it took effect (False off glibc: nothing changes).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # glibc's M_MMAP_THRESHOLD
+    return bool(mallopt(m_mmap_threshold, threshold))
+
 
 @dataclass(frozen=True)
 class RasterInfo:

@@ -54,6 +54,7 @@ def main(argv: list[str]) -> int:
     try:
         job = json.loads(Path(argv[0]).read_text())
         from gis.changes_raster import (
+            bound_heap,
             close_datasets,
             plan_detection,
             run_detection,
@@ -61,6 +62,7 @@ def main(argv: list[str]) -> int:
             write_mask,
         )
 
+        bound_heap()  # freed blocks go back to the system: the peak stays flat
         _say(proto, {"phase": "planning"})
         try:
             plan = plan_detection(job["before"], job["after"], job.get("before_dsm"),

@@ -176,3 +176,38 @@ def test_a_failed_run_leaves_no_scratch_file(pair: PairInfo, tmp_path: Path,
         detect_changes(pair.before, pair.after, block=128, workers=1, spool_dir=tmp_path)
     assert calls["n"] == 5
     assert list(tmp_path.iterdir()) == []
+
+
+HEAP_PROBE = r"""
+import ctypes, ctypes.util, sys
+from gis.changes_raster import bound_heap
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+bounded = sys.argv[1] == "bounded" and bound_heap()
+libc.free(libc.malloc(4 << 20))  # freeing a 4 MB mapping raises glibc's own threshold
+before = libc.mallinfo2().hblks
+p = libc.malloc(768 * 1024)  # a GDAL block of a 512 x 512 RGB tile
+print(int(bounded), libc.mallinfo2().hblks - before)
+libc.free(p)
+"""
+
+
+@pytest.mark.parametrize("mode", ["bounded", "default"])
+def test_the_heap_gives_freed_blocks_back(mode: str) -> None:
+    """After bound_heap, a 768 kB block is a mapping of its own (returned whole when
+    freed) even after glibc would have raised its threshold; without it, it comes from
+    the heap that fragments."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    bounded, mapped = map(int, out.stdout.split())
+    assert (bounded, mapped) == ((1, 1) if mode == "bounded" else (0, 0))
