@@ -82,7 +82,10 @@ class Radiometry:
         """``after`` (3, h, w) mapped onto the earlier epoch's radiometry (float32)."""
         g = np.asarray(self.gain, dtype=np.float32)[:, None, None]
         o = np.asarray(self.offset, dtype=np.float32)[:, None, None]
-        return (after.astype(np.float32) * g + o).astype(np.float32)
+        out = after.astype(np.float32, copy=True)  # one array, worked in place
+        out *= g
+        out += o
+        return out
 
 
 IDENTITY = Radiometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
@@ -95,8 +98,10 @@ def change_magnitude(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     >>> change_magnitude(b, a).round(3).tolist()
     [[0.0, 0.5]]
     """
-    d = after.astype(np.float32) - before.astype(np.float32)
-    return np.sqrt(np.einsum("bij,bij->ij", d, d)).astype(np.float32)
+    d = np.subtract(after, before, dtype=np.float32)
+    out = np.einsum("bij,bij->ij", d, d).astype(np.float32, copy=False)
+    del d
+    return np.sqrt(out, out=out)
 
 
 def fit_radiometry(
@@ -259,9 +264,10 @@ def pixel_cues(
     mag = change_magnitude(before, after)
     mag[~valid] = 0.0
     colour = (mag > threshold) & valid
-    roof_b, roof_a = roof_like(before), roof_like(after)
-    roof_new = roof_a & ~built_like(before) & valid
-    roof_gone = built_like(before) & ~roof_a & ~built_like(after) & valid
+    roof_a, built_b = roof_like(after), built_like(before)
+    roof_new = roof_a & ~built_b & valid
+    roof_gone = built_b & ~roof_a & ~built_like(after) & valid
+    del built_b
     no = np.zeros_like(valid)
     dz = None
     gain = loss = no
@@ -270,7 +276,6 @@ def pixel_cues(
         dz = np.where(valid & np.isfinite(dz), dz, 0.0).astype(np.float32)
         gain = dz > HEIGHT_GAIN_M
         loss = dz < -HEIGHT_GAIN_M
-    del roof_b
     return Cues(valid, colour, roof_new, roof_gone, gain, loss, mag, dz)
 
 

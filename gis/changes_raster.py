@@ -674,7 +674,7 @@ def detect_tile(spec: TileSpec) -> TileResult:
     rc0, rr0 = max(wc0, c - m), max(wr0, r - m)
     rc1, rr1 = min(wc0 + ww, c + w + m), min(wr0 + wh, r + h + m)
     rd = _read(plan, (rc0, rr0, rc1 - rc0, rr1 - rr0))
-    after = plan.radiometry.apply(rd.after)
+    after = rd.after = plan.radiometry.apply(rd.after)  # the raw one goes at once
     if plan.method == "difference":
         mag = change_magnitude(rd.before, after)
         raw = np.where((mag > plan.threshold) & rd.valid, PixelClass.NEW, 0).astype(np.uint8)
@@ -683,7 +683,9 @@ def detect_tile(spec: TileSpec) -> TileResult:
         cues = pixel_cues(rd.before, after, rd.valid, plan.threshold,
                           rd.before_dsm, rd.after_dsm, plan.dsm_shift)
         raw = pixel_classes(cues)
+    del rd, after  # the images: only the cues are needed from here on
     classes = clean(raw, plan.open_px, plan.close_px)
+    del raw
     core = (slice(r - rr0, r - rr0 + h), slice(c - rc0, c - rc0 + w))
     classes = classes[core]
     core_cues = type(cues)(*(None if f is None else f[core] for f in (
