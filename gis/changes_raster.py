@@ -121,6 +121,30 @@ def bound_heap(threshold: int = HEAP_MMAP_BYTES) -> bool:
     return bool(mallopt(m_mmap_threshold, threshold))
 
 
+TRIM_EVERY = 16  # tiles
+
+
+def _trimmer() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``: the free pages inside every thread's heap go back to
+    the system (what the tiles' threads freed would otherwise stay resident, a little
+    more the longer the run). A no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+
+    def run() -> None:
+        trim(0)
+
+    return run
+
+
 @dataclass(frozen=True)
 class RasterInfo:
     """What the detector needs to know about one input raster."""
@@ -965,8 +989,13 @@ def run_detection(
     spool = ObjectSpool(spool_dir)
     try:
         merger = Merger(plan, spool)
-        for res in iter_tiles(plan, workers=workers, scheduler=scheduler, progress=progress):
+        trim = _trimmer()
+        for k, res in enumerate(iter_tiles(plan, workers=workers, scheduler=scheduler,
+                                           progress=progress), start=1):
             merger.add(res)
+            del res
+            if k % TRIM_EVERY == 0:
+                trim()
         return Detection(merger.close(), plan)
     except BaseException:
         spool.close()
