@@ -335,23 +335,28 @@ STAT_NAMES = ("n", "colour", "roof_new", "roof_gone", "gain", "loss", "magnitude
 
 
 def object_stats(labels: np.ndarray, count: int, cues: Cues) -> np.ndarray:
-    """Per-label sums of the cues: ``(count + 1, len(STAT_NAMES))`` float64, row 0 unused.
+    """Per-label sums of the cues: ``(count + 1, len(STAT_NAMES))`` float64, row 0 unused
+    (zero).
 
     Sums (not means) so that pieces of one object read in different windows add up.
     """
-    lab = labels.ravel()
+    flat = labels.ravel()
+    sel = np.flatnonzero(flat)  # labelled pixels only: bincount would copy the whole
+    lab = flat[sel]  # window to int64 and every cue to float64, per cue
+
+    def sums(cue: np.ndarray) -> np.ndarray:
+        return np.bincount(lab, weights=cue.ravel()[sel].astype(np.float64), minlength=n)
+
     n = count + 1
     cols = [
         np.bincount(lab, minlength=n),
-        np.bincount(lab, weights=cues.colour.ravel(), minlength=n),
-        np.bincount(lab, weights=cues.roof_new.ravel(), minlength=n),
-        np.bincount(lab, weights=cues.roof_gone.ravel(), minlength=n),
-        np.bincount(lab, weights=cues.gain.ravel(), minlength=n),
-        np.bincount(lab, weights=cues.loss.ravel(), minlength=n),
-        np.bincount(lab, weights=cues.magnitude.ravel().astype(np.float64), minlength=n),
-        np.bincount(lab, weights=None if cues.dz is None else cues.dz.ravel(), minlength=n)
-        if cues.dz is not None
-        else np.zeros(n),
+        sums(cues.colour),
+        sums(cues.roof_new),
+        sums(cues.roof_gone),
+        sums(cues.gain),
+        sums(cues.loss),
+        sums(cues.magnitude),
+        sums(cues.dz) if cues.dz is not None else np.zeros(n),
     ]
     return np.column_stack(cols).astype(np.float64)
 

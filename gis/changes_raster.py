@@ -65,6 +65,7 @@ from gis.changes import (
     KINDS,
     MMU_M2,
     OPEN_M,
+    Cues,
     PixelClass,
     Radiometry,
     Verdict,
@@ -84,6 +85,7 @@ from gis.changes_spool import ObjectSpool
 from gis.errors import NoOverlapError, RasterInputError
 
 BLOCK = 1024  # tile core, pixels
+STRIP_ROWS = 128  # a tile's per-pixel cues are worked this many rows at a time
 SAMPLE_WINDOWS = 36  # for the global parameters: at most 6 x 6 windows...
 SAMPLE_SIZE = 256  # ...of this size
 COREG_WINDOWS = 9
@@ -434,18 +436,26 @@ def close_datasets() -> None:
     _local.cache = {}
 
 
+def _scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """Orthophoto pixels as float32 scaled to ~0..1."""
+    out = pixels.astype(np.float32)
+    out /= np.float32(scale)
+    return out
+
+
 def _read(plan: Plan, win: tuple[int, int, int, int], shifted: bool = True,
-          dsm: bool = True) -> _Read:
-    """Both images (scaled to ~0..1) and DSMs (metres, NaN where unknown) on ``win``."""
+          dsm: bool = True, scaled: bool = True) -> _Read:
+    """Both images (scaled to ~0..1, or as stored when not ``scaled``) and DSMs (metres,
+    NaN where unknown) on ``win``."""
     w = _window(*win)
     src = _dataset(plan.before.path)
-    b = src.read(list(plan.before.bands), window=w).astype(np.float32)
+    b = src.read(list(plan.before.bands), window=w)
     valid = src.dataset_mask(window=w) > 0
-    b /= np.float32(plan.before.scale)
     vrt = _dataset(plan.after.path, plan, shifted)
-    a = vrt.read(list(plan.after.bands), window=w).astype(np.float32)
+    a = vrt.read(list(plan.after.bands), window=w)
     valid &= vrt.dataset_mask(window=w) > 0
-    a /= np.float32(plan.after.scale)
+    if scaled:
+        b, a = _scaled(b, plan.before.scale), _scaled(a, plan.after.scale)
     bd = ad = None
     if dsm and plan.before_dsm is not None and plan.after_dsm is not None:
         bd = _read_dsm(plan.before_dsm, plan, w, shifted=False)
@@ -685,6 +695,46 @@ def _fit(plan: Plan) -> Plan:
 # ---- one tile --------------------------------------------------------------------------
 
 
+def window_cues(plan: Plan, rd: _Read, rows: int = STRIP_ROWS) -> tuple[Cues, np.ndarray]:
+    """:func:`~gis.changes.pixel_cues` and the raw class map of one window read as
+    stored, worked ``rows`` rows at a time.
+
+    Every cue is a function of its pixel alone, so the answer is the one for the whole
+    window at once; but the float32 images and their temporaries (a dozen arrays the
+    size of the window, most of a tile's memory) exist for one strip at a time, and
+    what stays is the 1-byte cues, the magnitude and the height change.
+    """
+    h, w = rd.valid.shape
+    dsm = (plan.method != "difference" and rd.before_dsm is not None
+           and rd.after_dsm is not None)
+    colour, roof_new, roof_gone = (np.zeros((h, w), bool) for _ in range(3))
+    no = np.zeros_like(rd.valid)
+    gain, loss = (np.zeros((h, w), bool), np.zeros((h, w), bool)) if dsm else (no, no)
+    magnitude = np.zeros((h, w), np.float32)
+    dz = np.zeros((h, w), np.float32) if dsm else None
+    raw = np.zeros((h, w), np.uint8)
+    for r0 in range(0, h, max(1, rows)):
+        s = slice(r0, min(h, r0 + rows))
+        before = _scaled(rd.before[:, s], plan.before.scale)
+        after = plan.radiometry.apply(_scaled(rd.after[:, s], plan.after.scale))
+        if dsm:
+            assert rd.before_dsm is not None and rd.after_dsm is not None and dz is not None
+            c = pixel_cues(before, after, rd.valid[s], plan.threshold,
+                           rd.before_dsm[s], rd.after_dsm[s], plan.dsm_shift)
+            gain[s], loss[s], dz[s] = c.gain, c.loss, c.dz
+        else:
+            c = pixel_cues(before, after, rd.valid[s], plan.threshold)
+        del before, after
+        colour[s], roof_new[s], roof_gone[s], magnitude[s] = (
+            c.colour, c.roof_new, c.roof_gone, c.magnitude)
+        # difference: every changed pixel is a candidate (colour is magnitude over the
+        # threshold, on valid pixels)
+        raw[s] = (np.where(c.colour, PixelClass.NEW, 0).astype(np.uint8)
+                  if plan.method == "difference" else pixel_classes(c))
+    return Cues(rd.valid, colour, roof_new, roof_gone, gain, loss, magnitude, dz), raw
+
+
+
 def detect_tile(spec: TileSpec) -> TileResult:
     """Classes, labels, per-label sums and outlines for one tile's core.
 
@@ -697,17 +747,9 @@ def detect_tile(spec: TileSpec) -> TileResult:
     wc0, wr0, ww, wh = plan.work
     rc0, rr0 = max(wc0, c - m), max(wr0, r - m)
     rc1, rr1 = min(wc0 + ww, c + w + m), min(wr0 + wh, r + h + m)
-    rd = _read(plan, (rc0, rr0, rc1 - rc0, rr1 - rr0))
-    after = rd.after = plan.radiometry.apply(rd.after)  # the raw one goes at once
-    if plan.method == "difference":
-        mag = change_magnitude(rd.before, after)
-        raw = np.where((mag > plan.threshold) & rd.valid, PixelClass.NEW, 0).astype(np.uint8)
-        cues = pixel_cues(rd.before, after, rd.valid, plan.threshold)
-    else:
-        cues = pixel_cues(rd.before, after, rd.valid, plan.threshold,
-                          rd.before_dsm, rd.after_dsm, plan.dsm_shift)
-        raw = pixel_classes(cues)
-    del rd, after  # the images: only the cues are needed from here on
+    rd = _read(plan, (rc0, rr0, rc1 - rc0, rr1 - rr0), scaled=False)
+    cues, raw = window_cues(plan, rd)
+    del rd  # the images: only the cues are needed from here on
     classes = clean(raw, plan.open_px, plan.close_px)
     del raw
     core = (slice(r - rr0, r - rr0 + h), slice(c - rc0, c - rc0 + w))
