@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,75 @@ def test_the_heap_gives_freed_blocks_back() -> None:
                          text=True, check=True, cwd=Path(__file__).resolve().parents[2])
     bounded, mapped = map(int, out.stdout.split())
     assert (bounded, mapped) == (1, 1)
+
+
+CUE_FIELDS = ("valid", "colour", "roof_new", "roof_gone", "gain", "loss", "magnitude", "dz")
+
+
+def _traced_peak(fn: Callable[[], object]) -> tuple[object, int]:
+    """``fn()`` and the most memory Python's allocators held above the start while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("with_dsm", [False, True])
+def test_a_tile_works_its_pixels_strip_by_strip(pair: PairInfo, with_dsm: bool) -> None:
+    """The per-pixel cues of a window are the same worked in strips of any height as in
+    one go, and strips need well under what one go needs: the float32 images and their
+    temporaries exist for one strip at a time."""
+    dsm = (pair.before_dsm, pair.after_dsm) if with_dsm else (None, None)
+    try:
+        big = plan_detection(pair.before, pair.after, *dsm, block=1024)
+        spec = big.tiles()[0]
+        c, r, w, h = spec.core
+        rd = cr._read(big, (c, r, w + big.margin, h + big.margin), scaled=False)
+        assert rd.before.dtype == np.uint8  # read as stored: 1 byte a sample
+        (whole, whole_raw), whole_peak = _traced_peak(
+            lambda: cr.window_cues(big, rd, rows=rd.valid.shape[0]))
+        (strips, strips_raw), strips_peak = _traced_peak(lambda: cr.window_cues(big, rd))
+        for rows in (1, 7):
+            odd, odd_raw = cr.window_cues(big, rd, rows=rows)
+            np.testing.assert_array_equal(odd_raw, whole_raw)
+            np.testing.assert_array_equal(odd.magnitude, whole.magnitude)
+    finally:
+        close_datasets()
+    np.testing.assert_array_equal(strips_raw, whole_raw)
+    assert (strips_raw > 0).any()
+    for name in CUE_FIELDS:
+        a, b = getattr(strips, name), getattr(whole, name)
+        assert (a is None) == (b is None) == (name == "dz" and not with_dsm)
+        if a is not None:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    pixels = rd.valid.size
+    out = {id(a): a for a in (strips_raw, *(getattr(strips, f) for f in CUE_FIELDS))
+           if a is not None and a is not rd.valid}  # gain and loss may be one array
+    kept = sum(a.nbytes for a in out.values())
+    # beyond what is kept: a dozen float32 temporaries of the window in one go, of one
+    # strip (1/8 of the rows) in strips
+    in_one_go, in_strips = whole_peak - kept, strips_peak - kept
+    assert in_one_go > 40 * pixels
+    assert in_strips < in_one_go / 4, (in_strips / pixels, in_one_go / pixels)
+
+
+def test_a_tile_needs_a_few_bytes_per_pixel(pair: PairInfo) -> None:
+    """A whole tile (read, cues, morphology, labels, outlines) stays within ~40 bytes per
+    pixel of its window; the cues in one go needed 55 to 63."""
+    try:
+        big = plan_detection(pair.before, pair.after, pair.before_dsm, pair.after_dsm,
+                             block=1024)
+        for spec in big.tiles():
+            c, r, w, h = spec.core
+            pixels = (w + 2 * big.margin) * (h + 2 * big.margin)
+            res, peak = _traced_peak(lambda spec=spec: cr.detect_tile(spec))
+            assert peak < 45 * pixels, (spec.index, peak / pixels)
+    finally:
+        close_datasets()
+
