@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gis.changes_raster import ChangeObject
 
 BATCH = 500  # objects per INSERT batch
+CACHE_KIB = 1024  # SQLite page cache
 
 _SCHEMA = (
     "CREATE TABLE objects (rank INTEGER PRIMARY KEY, kind TEXT NOT NULL, score REAL NOT NULL,"
@@ -61,7 +62,9 @@ class ObjectSpool(Sequence["ChangeObject"]):
         self._finalizer = weakref.finalize(self, _close, db, str(self.path))
         self._db = db
         self._lock = threading.Lock()
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-4096",
+        # SQLite's page cache is per connection, and fills as the file grows: 1 MB is
+        # full at any real flight, so the process does not grow with the spool's size.
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}",
                        "temp_store=FILE"):
             db.execute("PRAGMA " + pragma)
         for statement in _SCHEMA:
