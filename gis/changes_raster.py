@@ -1080,24 +1080,98 @@ def detect_changes(
 MASK_VALUES = {kind: int(cls) for cls, kind in KINDS.items()}
 
 
+MASK_BLOCK = 512  # the mask COG's tiles, pixels
+# overviews keep the most telling class of the pixels they cover: new over removed over
+# other over none (a 10 m shed must still show at 1:50 000, which sampling would lose)
+_MASK_RANK = np.array([0, 3, 2, 1], np.uint8)  # class -> rank
+_RANK_MASK = np.array([0, 3, 2, 1], np.uint8)  # rank -> class (the same swap)
+
+
+def mask_overview_factors(width: int, height: int, block: int = MASK_BLOCK) -> list[int]:
+    """The overview factors a COG of this size gets (2, 4, ... until the last one fits
+    in one block), as GDAL's COG driver would choose them.
+
+    >>> mask_overview_factors(20000, 18750)
+    [2, 4, 8, 16, 32, 64]
+    >>> mask_overview_factors(500, 400)
+    []
+    """
+    out, f = [], 2
+    while -(-width // (f // 2)) > block or -(-height // (f // 2)) > block:
+        out.append(f)
+        f *= 2
+    return out
+
+
+def mask_pool(classes: np.ndarray, factor: int) -> np.ndarray:
+    """A class map reduced by ``factor`` (2) keeping the most telling class of each cell:
+    new, then removed, then other. Edges that do not fill a cell count as no change.
+
+    >>> m = np.array([[0, 3, 0], [1, 0, 2]], np.uint8)
+    >>> mask_pool(m, 2).tolist()
+    [[1, 2]]
+    """
+    h, w = classes.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    rank = np.zeros((oh * factor, ow * factor), np.uint8)
+    rank[:h, :w] = _MASK_RANK[classes]
+    pooled = rank.reshape(oh, factor, ow, factor).max(axis=(1, 3))
+    return _RANK_MASK[pooled]
+
+
+def pool_block(block: np.ndarray, col: int, row: int, factors: list[int], size: int,
+               small: dict[int, np.ndarray]) -> Iterator[tuple[int, tuple[int, int, np.ndarray]]]:
+    """The overview cells of one block of the mask at (``col``, ``row``), blocks being
+    ``size`` (a power of 2) square: (level number from 1, (column, row, cells)) for the
+    levels whose cells lie within the block; the cells of coarser levels (``factors``
+    over ``size``) are pooled into ``small[factor]``, the whole level in memory."""
+    level = block
+    for k, f in enumerate(factors, start=1):
+        level = mask_pool(level, 2)
+        if f <= size:
+            yield k, (col // f, row // f, level)
+        else:  # one cell, shared with other blocks
+            cells = small[f]
+            cell = (row // f, col // f)
+            if _MASK_RANK[level[0, 0]] > _MASK_RANK[cells[cell]]:
+                cells[cell] = level[0, 0]
+
+
 def write_mask(plan: Plan, objects: ObjectSpool, path: str | Path) -> Path:
     """The change mask over the overlap as a Cloud-Optimised GeoTIFF (uint8: 0 no change,
     1 new structure, 2 removed structure, 3 other), written block by block, each block
-    from the objects the spool's index finds over it."""
+    from the objects the spool's index finds over it.
+
+    The overviews are made here too, from each block as it is written (:func:`mask_pool`),
+    and handed to the COG driver as they are: GDAL would otherwise compute them by
+    reading the full image back in strips as wide as the image (memory that grows with
+    the image's width) and would sample them (losing small objects at low zooms).
+    """
     path = Path(path)
     c0, r0, w, h = plan.work
     transform = plan.before.affine @ Affine.translation(c0, r0)
+    B = MASK_BLOCK
     profile = {
-        "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": "uint8",
-        "crs": plan.before.crs, "transform": transform, "tiled": True,
-        "blockxsize": 512, "blockysize": 512, "compress": "deflate", "nodata": None,
+        "driver": "GTiff", "count": 1, "dtype": "uint8", "crs": plan.before.crs,
+        "tiled": True, "blockxsize": B, "blockysize": B, "compress": "deflate",
+        "nodata": None,
     }
+    factors = mask_overview_factors(w, h, B)
+    # levels whose pixels span blocks are pooled in memory: they are tiny (a level is
+    # made only while the one before is over one block, so these are under w/B by h/B)
+    small = {f: np.zeros((-(-h // f), -(-w // f)), np.uint8) for f in factors if f > B}
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        plain = Path(tmp) / "mask.tif"
-        with rasterio.open(plain, "w", **profile) as dst:
-            for row in range(0, h, 512):
-                for col in range(0, w, 512):
-                    bw, bh = min(512, w - col), min(512, h - row)
+        names = ["mask.tif"] + [f"overview-{f}.tif" for f in factors]
+        outs = [rasterio.open(Path(tmp) / names[0], "w", width=w, height=h,
+                              transform=transform, **profile)]
+        try:
+            for f, name in zip(factors, names[1:], strict=True):
+                outs.append(rasterio.open(Path(tmp) / name, "w", width=-(-w // f),
+                                          height=-(-h // f),
+                                          transform=transform @ Affine.scale(f), **profile))
+            for row in range(0, h, B):
+                for col in range(0, w, B):
+                    bw, bh = min(B, w - col), min(B, h - row)
                     hits = objects.within((c0 + col, r0 + row, c0 + col + bw, r0 + row + bh))
                     block = np.zeros((bh, bw), np.uint8)
                     if hits:
@@ -1106,10 +1180,44 @@ def write_mask(plan: Plan, objects: ObjectSpool, path: str | Path) -> Path:
                             transform=Affine.translation(c0 + col, r0 + row), fill=0,
                             dtype="uint8",
                         )
-                    dst.write(block, 1, window=Window(col, row, bw, bh))
-        rasterio.shutil.copy(plain, path, driver="COG", compress="DEFLATE",
-                             overview_resampling="NEAREST", blocksize=512)
+                    outs[0].write(block, 1, window=Window(col, row, bw, bh))
+                    for k, (c, r, cells) in pool_block(block, col, row, factors, B, small):
+                        outs[k].write(cells, 1, window=Window(c, r, cells.shape[1],
+                                                              cells.shape[0]))
+            for f, out in zip(factors, outs[1:], strict=True):
+                if f > B:
+                    out.write(small[f], 1)
+        finally:
+            for out in outs:
+                out.close()
+        vrt = Path(tmp) / "mask.vrt"
+        vrt.write_text(_mask_vrt(w, h, transform, plan.before.crs, names))
+        rasterio.shutil.copy(vrt, path, driver="COG", compress="DEFLATE", blocksize=B,
+                             overviews="FORCE_USE_EXISTING")
     return path
+
+
+def _mask_vrt(width: int, height: int, transform: Affine, crs: str,
+              names: list[str]) -> str:
+    """A VRT of the mask whose overviews are the given files (the COG driver copies
+    them as they are)."""
+    from xml.sax.saxutils import escape
+
+    def source(name: str) -> str:
+        return (f'<SourceFilename relativeToVRT="1">{escape(name)}</SourceFilename>'
+                "<SourceBand>1</SourceBand>")
+
+    overviews = "".join(f"<Overview>{source(n)}</Overview>" for n in names[1:])
+    return (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{escape(crs)}</SRS>"
+        f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>"
+        '<VRTRasterBand dataType="Byte" band="1"><ColorInterp>Gray</ColorInterp>'
+        f"<SimpleSource>{source(names[0])}"
+        f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
+        f'<DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/></SimpleSource>'
+        f"{overviews}</VRTRasterBand></VRTDataset>"
+    )
 
 
 def _features(detection: Detection, precision: int) -> Iterator[dict[str, Any]]:

@@ -283,3 +283,69 @@ def test_a_tile_needs_a_few_bytes_per_pixel(pair: PairInfo) -> None:
     finally:
         close_datasets()
 
+
+
+def test_the_mask_overviews_are_made_block_by_block_and_keep_small_objects(
+        plan: cr.Plan, tmp_path: Path) -> None:
+    """The COG's overviews are the ones written with each block (GDAL would read the
+    whole image back in strips as wide as it, and sample): every overview cell holds the
+    most telling class it covers, so each new structure still shows at the coarsest
+    level."""
+    block = cr.MASK_BLOCK
+    with cr.Detection(run_detection_objects(plan, tmp_path), plan) as det:
+        cr.write_mask(plan, det.objects, tmp_path / "mask.tif")
+        new = [o for o in det.objects if o.kind == "new_structure"]
+    c0, r0, w, h = plan.work
+    factors = cr.mask_overview_factors(w, h, block)
+    with rasterio.open(tmp_path / "mask.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.block_shapes[0] == (block, block)
+        assert len(src.overviews(1)) == len(factors) >= 2
+        full = src.read(1)
+        levels = {f: src.read(1, out_shape=(-(-h // f), -(-w // f))) for f in factors}
+    assert new and set(np.unique(full)) <= {0, 1, 2, 3}
+    level = full
+    for f in factors:
+        level = cr.mask_pool(level, 2)
+        np.testing.assert_array_equal(levels[f], level, err_msg=f"overview {f}")
+    coarsest = factors[-1]
+    for o in new:  # a pixel of each new structure: its coarsest cell says "new"
+        x, y = o.pixel_geometry.representative_point().coords[0]
+        col, row = int(x) - c0, int(y) - r0
+        assert full[row, col] == 1
+        assert levels[coarsest][row // coarsest, col // coarsest] == 1
+    # sampling (GDAL's NEAREST) would have lost some of them
+    sampled = full[coarsest // 2::coarsest, coarsest // 2::coarsest]
+    assert (sampled == 1).sum() < (levels[coarsest][:sampled.shape[0], :sampled.shape[1]]
+                                   == 1).sum()
+
+
+def run_detection_objects(plan: cr.Plan, tmp_path: Path) -> ObjectSpool:
+    merger = Merger(plan, ObjectSpool(tmp_path / "spool"))
+    try:
+        for res in iter_tiles(plan, workers=2):
+            merger.add(res)
+    finally:
+        close_datasets()
+    return merger.close()
+
+
+def test_overview_cells_spanning_blocks_are_pooled_in_memory() -> None:
+    """Levels coarser than a block: each block adds its most telling class to the one
+    cell it shares with other blocks; the levels come out as pooling the whole map."""
+    rng = np.random.default_rng(3)
+    whole = rng.choice(np.arange(4, dtype=np.uint8), size=(100, 90), p=[0.97, 0.01, 0.01, 0.01])
+    size, factors = 8, [2, 4, 8, 16, 32, 64, 128]
+    levels = {f: np.full((-(-100 // f), -(-90 // f)), 9, np.uint8) for f in factors}
+    small = {f: np.zeros_like(levels[f]) for f in factors if f > size}
+    for row in range(0, 100, size):
+        for col in range(0, 90, size):
+            block = whole[row:row + size, col:col + size]
+            for k, (c, r, cells) in cr.pool_block(block, col, row, factors, size, small):
+                levels[factors[k - 1]][r:r + cells.shape[0], c:c + cells.shape[1]] = cells
+    levels.update(small)
+    level = whole
+    for f in factors:
+        level = cr.mask_pool(level, 2)
+        np.testing.assert_array_equal(levels[f], level, err_msg=f"level {f}")
+    assert levels[128].tolist() == [[1]]  # new wins over removed and other
