@@ -1038,7 +1038,9 @@ def run_detection(
             del res
             if k % TRIM_EVERY == 0:
                 trim()
-        return Detection(merger.close(), plan)
+        detection = Detection(merger.close(), plan)
+        trim()  # what the last tiles left, before the mask and the GeoJSON
+        return detection
     except BaseException:
         spool.close()
         raise
@@ -1194,6 +1196,7 @@ def write_mask(plan: Plan, objects: ObjectSpool, path: str | Path) -> Path:
         vrt.write_text(_mask_vrt(w, h, transform, plan.before.crs, names))
         rasterio.shutil.copy(vrt, path, driver="COG", compress="DEFLATE", blocksize=B,
                              overviews="FORCE_USE_EXISTING")
+    _trimmer()()  # GDAL's freed write buffers, before the GeoJSON
     return path
 
 
