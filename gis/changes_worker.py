@@ -54,6 +54,7 @@ def main(argv: list[str]) -> int:
     try:
         job = json.loads(Path(argv[0]).read_text())
         from gis.changes_raster import (
+            BLOCK,
             bound_heap,
             close_datasets,
             plan_detection,
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
         _say(proto, {"phase": "planning"})
         try:
             plan = plan_detection(job["before"], job["after"], job.get("before_dsm"),
-                                  job.get("after_dsm"), block=int(job.get("block", 1024)),
+                                  job.get("after_dsm"), block=int(job.get("block", BLOCK)),
                                   method=job.get("method", "cva"))
             # objects are merged as the tiles come and kept on disk beside the output
             detection = run_detection(plan, workers=job.get("workers"),

@@ -349,3 +349,16 @@ def test_overview_cells_spanning_blocks_are_pooled_in_memory() -> None:
         level = cr.mask_pool(level, 2)
         np.testing.assert_array_equal(levels[f], level, err_msg=f"level {f}")
     assert levels[128].tolist() == [[1]]  # new wins over removed and other
+
+
+def test_the_cli_and_the_process_default_to_the_library_tile_size() -> None:
+    """One default tile size (it sets the peak memory): the CLI's --block, the OGC
+    process's `block` input and the worker all use gis.changes_raster.BLOCK."""
+    import inspect
+
+    from api.cli_changes import detect
+    from api.ogc.detect_changes import DetectChangesProcessor
+
+    assert inspect.signature(detect).parameters["block"].default == cr.BLOCK == 512
+    inputs = DetectChangesProcessor.METADATA["inputs"]
+    assert inputs["block"]["schema"]["default"] == cr.BLOCK
