@@ -734,7 +734,6 @@ def window_cues(plan: Plan, rd: _Read, rows: int = STRIP_ROWS) -> tuple[Cues, np
     return Cues(rd.valid, colour, roof_new, roof_gone, gain, loss, magnitude, dz), raw
 
 
-
 def detect_tile(spec: TileSpec) -> TileResult:
     """Classes, labels, per-label sums and outlines for one tile's core.
 
