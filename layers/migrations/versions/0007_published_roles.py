@@ -18,6 +18,7 @@ Create Date: 2026-11-22
 """
 
 from alembic import op
+from psycopg import sql
 
 revision = "0007"
 down_revision = "0006"
@@ -114,9 +115,12 @@ $grants$;
 
 def upgrade() -> None:
     op.execute("CREATE SCHEMA published")
+    conn = op.get_bind().connection.driver_connection  # psycopg's, to quote names
     for table, columns in PUBLISHED.items():
-        cols = "*" if columns is None else ", ".join(columns)
-        op.execute(f"CREATE VIEW published.{table} AS SELECT {cols} FROM public.{table}")
+        cols = (sql.SQL("*") if columns is None
+                else sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+        view = sql.SQL("CREATE VIEW published.{table} AS SELECT {cols} FROM public.{table}")
+        op.execute(view.format(table=sql.Identifier(table), cols=cols).as_string(conn))
     op.execute(_grants())
 
 
