@@ -292,7 +292,12 @@ def test_the_mask_overviews_are_made_block_by_block_and_keep_small_objects(
     most telling class it covers, so each new structure still shows at the coarsest
     level."""
     block = cr.MASK_BLOCK
-    with cr.Detection(run_detection_objects(plan, tmp_path), plan) as det:
+    try:
+        det = cr.run_detection(plan, workers=2, spool_dir=tmp_path / "spool")
+    finally:
+        close_datasets()
+    with det:
+        assert isinstance(det.objects, ObjectSpool)
         cr.write_mask(plan, det.objects, tmp_path / "mask.tif")
         new = [o for o in det.objects if o.kind == "new_structure"]
     c0, r0, w, h = plan.work
@@ -318,16 +323,6 @@ def test_the_mask_overviews_are_made_block_by_block_and_keep_small_objects(
     sampled = full[coarsest // 2::coarsest, coarsest // 2::coarsest]
     assert (sampled == 1).sum() < (levels[coarsest][:sampled.shape[0], :sampled.shape[1]]
                                    == 1).sum()
-
-
-def run_detection_objects(plan: cr.Plan, tmp_path: Path) -> ObjectSpool:
-    merger = Merger(plan, ObjectSpool(tmp_path / "spool"))
-    try:
-        for res in iter_tiles(plan, workers=2):
-            merger.add(res)
-    finally:
-        close_datasets()
-    return merger.close()
 
 
 def test_overview_cells_spanning_blocks_are_pooled_in_memory() -> None:
