@@ -7,7 +7,6 @@ inputs, a database that refuses the results).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -57,11 +56,9 @@ def detect(
     """Find new and removed structures between two orthophotos; write them as GeoJSON."""
     if (before_dsm is None) != (after_dsm is None):
         raise _fail("give both --before-dsm and --after-dsm, or neither")
-    # a bounded GDAL block cache: memory must not grow with the image
-    os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
-    from gis.changes_raster import ACCURACY_NOTE, bound_heap, detect_changes, write_geojson
+    from gis.changes_raster import ACCURACY_NOTE, bound_memory, detect_changes, write_geojson
 
-    bound_heap()  # freed blocks go back to the system: the peak stays flat
+    bound_memory()  # a bounded block cache, freed blocks back to the system: a flat peak
 
     with tqdm(desc="comparing", unit="tile", dynamic_ncols=True) as bar:
 

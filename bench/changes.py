@@ -131,9 +131,11 @@ def make_big(base: Path, out: Path, gb: float) -> tuple[Path, Path, int]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    # the same bounded GDAL block cache as the CLI (which also calls bound_heap, as the
-    # detecting child does below; the floor, a bare read, is left as it is)
-    env = dict(os.environ, GDAL_CACHEMAX="64")
+    # the floor's GDAL block cache as large as the CLI's (GDAL's default is 5 % of the
+    # machine's memory); the detecting child calls bound_memory as the CLI does
+    from gis.changes_raster import GDAL_CACHE_MB
+
+    env = dict(os.environ, GDAL_CACHEMAX=str(GDAL_CACHE_MB))
     r = subprocess.run([sys.executable, "-m", "bench.changes", "--child", *args], cwd=ROOT,
                        env=env, capture_output=True, text=True, check=False)
     if r.returncode != 0:
@@ -172,7 +174,7 @@ def child_main(argv: list[str]) -> None:
         import tempfile
 
         from gis.changes_raster import (
-            bound_heap,
+            bound_memory,
             close_datasets,
             plan_detection,
             run_detection,
@@ -182,7 +184,7 @@ def child_main(argv: list[str]) -> None:
 
         # what `gridgov changes detect --mask-out` does (detect_changes, then the
         # GeoJSON), one phase at a time, each with its own peak
-        bound_heap()
+        bound_memory()
         with tempfile.TemporaryDirectory(dir=Path(before).parent) as tmp:
             peak_before = _phase_start()
             try:

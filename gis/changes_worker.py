@@ -46,7 +46,6 @@ def main(argv: list[str]) -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # stray prints go to standard error, not into the protocol
     sys.stdout = sys.stderr
-    os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB: memory must not grow with the image
     from rasterio.errors import RasterioError
 
     from gis.errors import GisError
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> int:
         job = json.loads(Path(argv[0]).read_text())
         from gis.changes_raster import (
             BLOCK,
-            bound_heap,
+            bound_memory,
             close_datasets,
             plan_detection,
             run_detection,
@@ -63,7 +62,7 @@ def main(argv: list[str]) -> int:
             write_mask,
         )
 
-        bound_heap()  # freed blocks go back to the system: the peak stays flat
+        bound_memory()  # a bounded block cache, freed blocks back to the system: a flat peak
         _say(proto, {"phase": "planning"})
         try:
             plan = plan_detection(job["before"], job["after"], job.get("before_dsm"),

@@ -18,6 +18,7 @@ import rasterio
 
 import gis.changes_raster as cr
 from gis.changes_raster import (
+    GDAL_CACHE_MB,
     Merger,
     close_datasets,
     detect_changes,
@@ -214,6 +215,43 @@ def test_the_heap_gives_freed_blocks_back() -> None:
     assert (bounded, mapped) == (1, 1)
 
 
+CACHE_PROBE = r"""
+import ctypes, sys
+from pathlib import Path
+import rasterio
+from gis.changes_raster import bound_memory
+
+with rasterio.open(sys.argv[1]) as src:  # GDAL's cache is in use (its default size)
+    src.read(1, window=((0, 64), (0, 64)))
+said = bound_memory()
+lib = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+           if "/libgdal" in line)  # the GDAL rasterio reads with
+gdal = ctypes.CDLL(lib)
+gdal.GDALGetCacheMax64.restype = ctypes.c_int64
+print(said >> 20, gdal.GDALGetCacheMax64() >> 20)
+"""
+
+
+@pytest.mark.parametrize("env, expected", [(None, GDAL_CACHE_MB), ("100", 100)])
+def test_a_detecting_process_bounds_gdals_block_cache(
+        pair: PairInfo, env: str | None, expected: int) -> None:
+    """bound_memory (the CLI, the process's worker and the bench call it) holds GDAL's
+    block cache to GDAL_CACHE_MB, even after GDAL has started with its default (5 % of
+    the machine's memory, 1.2 GB here); an operator's GDAL_CACHEMAX is kept."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    if env is not None:
+        environ["GDAL_CACHEMAX"] = env
+    out = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(pair.before)],
+                         capture_output=True, text=True, check=True, env=environ,
+                         cwd=Path(__file__).resolve().parents[2])
+    said, gdal = map(int, out.stdout.split())
+    assert (said, gdal) == (expected, expected)
+
+
 CUE_FIELDS = ("valid", "colour", "roof_new", "roof_gone", "gain", "loss", "magnitude", "dz")
 
 
@@ -361,14 +399,23 @@ def test_the_cli_and_the_process_default_to_the_library_tile_size() -> None:
 
 
 def test_the_tiles_are_made_as_they_are_asked_for(plan: cr.Plan) -> None:
-    """A plan's tiles are a sequence made on demand: the same tiles in the same order as
-    the row-by-row walk, but nothing held per tile. A list of them all took ~0.4 kB a
-    tile (2 MB at 4 GB): memory that grew with the image."""
+    """A plan's tiles are a sequence made on demand: the walk down stripes of STRIPE
+    tile columns (the last one narrower), row by row in each, but nothing held per
+    tile. A list of them all took ~0.4 kB a tile (2 MB at 4 GB): memory that grew with
+    the image."""
     c0, r0, w, h = plan.work
+    rows = list(enumerate(range(r0, r0 + h, plan.block)))
+    cols = list(enumerate(range(c0, c0 + w, plan.block)))
+    assert len(cols) % cr.STRIPE != 0  # a narrower last stripe
     walk = [((i, j), (col, row, min(plan.block, c0 + w - col), min(plan.block, r0 + h - row)))
-            for i, row in enumerate(range(r0, r0 + h, plan.block))
-            for j, col in enumerate(range(c0, c0 + w, plan.block))]
+            for s0 in range(0, len(cols), cr.STRIPE)
+            for i, row in rows
+            for j, col in cols[s0:s0 + cr.STRIPE]]
     tiles = plan.tiles()
+    # every tile once; and down a stripe, the next row begins after STRIPE tiles
+    assert sorted(t.index for t in tiles) == [(i, j) for i, _ in rows for j, _ in cols]
+    assert [t.index for t in tiles[:cr.STRIPE + 1]] == [
+        *((0, j) for j in range(cr.STRIPE)), (1, 0)]
     assert [(t.index, t.core) for t in tiles] == walk
     assert len(tiles) == len(walk) > 20
     assert (tiles[-1].index, tiles[-1].core) == walk[-1]
