@@ -332,33 +332,37 @@ def margin_px(open_px: int, close_px: int) -> int:
 
 # per-object sums, in this order
 STAT_NAMES = ("n", "colour", "roof_new", "roof_gone", "gain", "loss", "magnitude", "dz")
+STATS_ROWS = 64  # object_stats sums this many rows of labels at a time
 
 
-def object_stats(labels: np.ndarray, count: int, cues: Cues) -> np.ndarray:
+def object_stats(labels: np.ndarray, count: int, cues: Cues,
+                 rows: int = STATS_ROWS) -> np.ndarray:
     """Per-label sums of the cues: ``(count + 1, len(STAT_NAMES))`` float64, row 0 unused
     (zero).
 
     Sums (not means) so that pieces of one object read in different windows add up.
+    Summed ``rows`` rows at a time: the labelled pixels' indices and float64 weights
+    exist for one strip at a time, so the memory is the same whether a tile has a few
+    changed pixels or is changed all over (a tile of one large object needed ~6 MB more
+    than its labels in one go).
     """
-    flat = labels.ravel()
-    sel = np.flatnonzero(flat)  # labelled pixels only: bincount would copy the whole
-    lab = flat[sel]  # window to int64 and every cue to float64, per cue
-
-    def sums(cue: np.ndarray) -> np.ndarray:
-        return np.bincount(lab, weights=cue.ravel()[sel].astype(np.float64), minlength=n)
-
     n = count + 1
-    cols = [
-        np.bincount(lab, minlength=n),
-        sums(cues.colour),
-        sums(cues.roof_new),
-        sums(cues.roof_gone),
-        sums(cues.gain),
-        sums(cues.loss),
-        sums(cues.magnitude),
-        sums(cues.dz) if cues.dz is not None else np.zeros(n),
-    ]
-    return np.column_stack(cols).astype(np.float64)
+    out = np.zeros((n, len(STAT_NAMES)), np.float64)
+    fields = (cues.colour, cues.roof_new, cues.roof_gone, cues.gain, cues.loss,
+              cues.magnitude, cues.dz)
+    for r0 in range(0, labels.shape[0], max(1, rows)):
+        s = slice(r0, r0 + max(1, rows))
+        flat = labels[s].ravel()
+        sel = np.flatnonzero(flat)  # labelled pixels only: bincount would copy the whole
+        if not sel.size:  # strip to int64 and every cue to float64, per cue
+            continue
+        lab = flat[sel]
+        out[:, 0] += np.bincount(lab, minlength=n)
+        for k, cue in enumerate(fields, start=1):
+            if cue is not None:
+                out[:, k] += np.bincount(lab, weights=cue[s].ravel()[sel].astype(np.float64),
+                                         minlength=n)
+    return out
 
 
 def rectangularity(geom: shapely.Geometry) -> float:

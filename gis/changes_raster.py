@@ -85,7 +85,8 @@ from gis.changes_spool import ObjectSpool
 from gis.errors import NoOverlapError, RasterInputError
 
 BLOCK = 512  # tile core, pixels (1024 needed ~40 MB more at the peak, no faster)
-STRIP_ROWS = 128  # a tile's per-pixel cues are worked this many rows at a time
+STRIP_ROWS = 64  # a tile's per-pixel cues are worked this many rows at a time (128:
+# ~2 MB more a tile at its peak)
 SAMPLE_WINDOWS = 36  # for the global parameters: at most 6 x 6 windows...
 SAMPLE_SIZE = 256  # ...of this size
 COREG_WINDOWS = 9
@@ -106,7 +107,15 @@ def bound_heap(threshold: int = HEAP_MMAP_BYTES) -> bool:
     its own, unmapped when freed. Without it, GDAL's blocks (768 kB for a 512 x 512 RGB
     tile) and numpy's medium arrays are carved out of per-thread heaps that fragment:
     the same 1 GB run peaked at 443 MB instead of 369 MB, and a longer run a little
-    higher again. Returns whether it took effect (False off glibc: nothing changes).
+    higher again.
+
+    Not 64 kB, though that keeps the later image's warped blocks (512 x 128 px of one
+    band, churning through GDAL's block cache) out of the heap: the heap then stayed at
+    ~30 MB (4 MB of it free) over a whole run where with 128 kB it grew to 71 MB at
+    1 GB and 76 MB at 4 GB, but the runs took 30-40 % longer (pages mapped, zeroed and
+    unmapped for every block) and the peaks, 152 and 157 MB, were no closer together.
+
+    Returns whether it took effect (False off glibc: nothing changes).
     """
     import ctypes
     import ctypes.util
@@ -138,7 +147,8 @@ def bound_memory(cache_mb: int = GDAL_CACHE_MB) -> int:
     the heap among the tiles' allocations, where the resident size crept up with the
     number of tiles. At 24 MB: 166 and 168 MB, for ~25 % more CPU a tile (the 1 GB
     run's wall time the same, the 4 GB run's 26 % longer). At 12 MB: 151 MB and
-    another 24 % slower.
+    another 24 % slower. (With the tiles' memory made independent of what they hold:
+    158 and 160 MB.)
     """
     bound_heap()
     from rasterio.env import get_gdal_config, set_gdal_config
@@ -828,6 +838,12 @@ def detect_tile(spec: TileSpec) -> TileResult:
 
     Pure in its inputs (the files and the plan): the same spec gives the same result
     in any thread, process or Dask worker.
+
+    Its memory hardly depends on what the tile holds: every array is the window's size
+    or one strip's (the labels joined in place, the sums taken strip by strip), the
+    outlines only of what changed. A tile of one large object needed 3-5 MB more than
+    a quiet one; a longer run meets more such tiles, and two of them at once on the
+    two threads set a higher peak.
     """
     plan = spec.plan
     c, r, w, h = spec.core
@@ -849,10 +865,12 @@ def detect_tile(spec: TileSpec) -> TileResult:
     label_cls: list[int] = [0]
     for cls in (PixelClass.NEW, PixelClass.REMOVED, PixelClass.OTHER):
         lab, n = ndimage.label(classes == cls)
-        if n:
+        if n:  # in place: no temporaries the size of the labelled pixels
             sel = lab > 0
-            labels[sel] = lab[sel] + (len(label_cls) - 1)
+            np.add(lab, len(label_cls) - 1, out=lab, where=sel)
+            np.copyto(labels, lab, where=sel)
             label_cls += [int(cls)] * n
+        del lab
     count = len(label_cls) - 1
     geoms: dict[int, list[shapely.Geometry]] = {}
     if count:

@@ -126,6 +126,57 @@ def _objects(classes: np.ndarray, cues: object, pixel_area: float, has_dsm: bool
     return out
 
 
+def test_object_stats_are_summed_strip_by_strip() -> None:
+    """Per-label sums are those of the whole window whatever the strip height, and the
+    memory they need does not grow with the labelled pixels: a tile that is one object
+    all over needs less than its labels' size (7 times that in one go)."""
+    import dataclasses
+    import tracemalloc
+
+    from scipy import ndimage
+
+    from gis.changes import STAT_NAMES, Cues
+
+    rng = np.random.default_rng(11)
+    h, w = 512, 512
+    labels, n = ndimage.label(ndimage.uniform_filter(rng.random((h, w)), 9) > 0.52)
+    labels = labels.astype(np.int32)
+    assert n > 50
+
+    def bits() -> np.ndarray:
+        return rng.random((h, w)) > 0.5
+
+    cues = Cues(np.ones((h, w), bool), bits(), bits(), bits(), bits(), bits(),
+                rng.random((h, w), dtype=np.float32), rng.random((h, w), dtype=np.float32))
+    fields = [np.ones((h, w)), cues.colour, cues.roof_new, cues.roof_gone, cues.gain,
+              cues.loss, cues.magnitude, cues.dz]
+    expected = np.column_stack([  # by definition, over the whole window at once
+        np.bincount(labels.ravel(), weights=f.ravel().astype(np.float64), minlength=n + 1)
+        for f in fields])
+    expected[0] = 0
+    for rows in (1, 7, 64, h):
+        got = object_stats(labels, n, cues, rows=rows)
+        assert got.shape == (n + 1, len(STAT_NAMES))
+        np.testing.assert_array_equal(got[:, :6], expected[:, :6])  # counts: exact
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+    no_dz = object_stats(labels, n, dataclasses.replace(cues, dz=None))
+    assert not no_dz[:, 7].any()
+
+    whole = np.ones((h, w), np.int32)  # one object all over the tile
+    peaks = {}
+    for rows in (None, h):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            object_stats(whole, 1, cues) if rows is None else object_stats(whole, 1, cues,
+                                                                             rows=rows)
+            peaks[rows] = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert peaks[None] < whole.nbytes < peaks[h] / 4, peaks
+
+
 def test_colour_only_verdicts() -> None:
     rng = np.random.default_rng(6)
     before, after = _scene(rng)

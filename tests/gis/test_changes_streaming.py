@@ -302,15 +302,16 @@ def test_a_tile_works_its_pixels_strip_by_strip(pair: PairInfo, with_dsm: bool) 
            if a is not None and a is not rd.valid}  # gain and loss may be one array
     kept = sum(a.nbytes for a in out.values())
     # beyond what is kept: a dozen float32 temporaries of the window in one go, of one
-    # strip (1/8 of the rows) in strips
+    # strip (1/16 of the rows) in strips
     in_one_go, in_strips = whole_peak - kept, strips_peak - kept
     assert in_one_go > 40 * pixels
     assert in_strips < in_one_go / 4, (in_strips / pixels, in_one_go / pixels)
 
 
 def test_a_tile_needs_a_few_bytes_per_pixel(pair: PairInfo) -> None:
-    """A whole tile (read, cues, morphology, labels, outlines) stays within ~40 bytes per
-    pixel of its window; the cues in one go needed 55 to 63."""
+    """A whole tile (read, cues, morphology, labels, outlines) stays within 38 bytes per
+    pixel of its window (up to 36 here); the cues in one go needed 55 to 63, and with
+    128-row strips and the labels and sums in one go it was up to 43."""
     try:
         big = plan_detection(pair.before, pair.after, pair.before_dsm, pair.after_dsm,
                              block=1024)
@@ -318,7 +319,7 @@ def test_a_tile_needs_a_few_bytes_per_pixel(pair: PairInfo) -> None:
             c, r, w, h = spec.core
             pixels = (w + 2 * big.margin) * (h + 2 * big.margin)
             res, peak = _traced_peak(lambda spec=spec: cr.detect_tile(spec))
-            assert peak < 45 * pixels, (spec.index, peak / pixels)
+            assert peak < 38 * pixels, (spec.index, peak / pixels)
     finally:
         close_datasets()
 
