@@ -350,11 +350,14 @@ def object_stats(labels: np.ndarray, count: int, cues: Cues,
     out = np.zeros((n, len(STAT_NAMES)), np.float64)
     fields = (cues.colour, cues.roof_new, cues.roof_gone, cues.gain, cues.loss,
               cues.magnitude, cues.dz)
-    for r0 in range(0, labels.shape[0], max(1, rows)):
-        s = slice(r0, r0 + max(1, rows))
+    step = max(1, rows)
+    for r0 in range(0, labels.shape[0], step):
+        s = slice(r0, r0 + step)
         flat = labels[s].ravel()
-        sel = np.flatnonzero(flat)  # labelled pixels only: bincount would copy the whole
-        if not sel.size:  # strip to int64 and every cue to float64, per cue
+        # labelled pixels only: bincount would copy the whole strip to int64 and every
+        # cue to float64, per cue
+        sel = np.flatnonzero(flat)
+        if not sel.size:
             continue
         lab = flat[sel]
         out[:, 0] += np.bincount(lab, minlength=n)
