@@ -252,6 +252,71 @@ def test_a_detecting_process_bounds_gdals_block_cache(
     assert (said, gdal) == (expected, expected)
 
 
+INDEX_PROBE = r"""
+import ctypes, ctypes.util, sys
+import rasterio
+from gis.changes_raster import bound_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[2] == "bounded":
+    bound_memory()
+with rasterio.open(sys.argv[1]) as src:
+    by, bx = src.block_shapes[0]
+    src.read(1, window=((0, by), (0, bx)))  # the band's index of cached blocks is set up
+    before = libc.mallinfo2().uordblks
+    n = 0
+    for row in range(0, src.height, 64 * by):  # one block in every 64 x 64 of them
+        for col in range(0, src.width, 64 * bx):
+            src.read(1, window=((row, row + by), (col, col + bx)))
+            n += 1
+    print(n, libc.mallinfo2().uordblks - before)
+"""
+
+
+@pytest.mark.parametrize("mode, operator, grows", [
+    ("bounded", None, False),  # what the CLI, the process's worker and the bench do
+    ("default", None, True),  # GDAL's default: the probe sees the index grow
+    ("bounded", "ARRAY", True),  # an operator's GDAL_BAND_BLOCK_CACHE is kept
+])
+def test_the_block_index_does_not_grow_with_the_image(
+        tmp_path: Path, mode: str, operator: str | None, grows: bool) -> None:
+    """After bound_memory, a band's index of its cached blocks holds only those blocks.
+    GDAL's default (an array of a pointer per block, allocated 64 x 64 blocks at a time
+    and freed only on close) grew with the area read: the peak of the 4 GB bench input
+    above the 1 GB one. The probe reads one 16 px block in each 64 x 64 blocks of a
+    sparse 15,360 px square (225 reads; the cached blocks themselves ~0.1 MB)."""
+    import os
+    import subprocess
+    import sys
+
+    from affine import Affine
+
+    path = tmp_path / "wide.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=15360, height=15360, count=1,
+                       dtype="uint8", tiled=True, blockxsize=16, blockysize=16,
+                       sparse_ok=True, crs="EPSG:4547",
+                       transform=Affine(0.4, 0, 500000, 0, -0.4, 3500000)) as dst:
+        dst.write(np.ones((1, 16, 16), np.uint8), window=((0, 16), (0, 16)))
+    environ = {k: v for k, v in os.environ.items() if k != "GDAL_BAND_BLOCK_CACHE"}
+    if operator is not None:
+        environ["GDAL_BAND_BLOCK_CACHE"] = operator
+    out = subprocess.run([sys.executable, "-c", INDEX_PROBE, str(path), mode],
+                         capture_output=True, text=True, check=True, env=environ,
+                         cwd=Path(__file__).resolve().parents[2])
+    reads, grown = map(int, out.stdout.split())
+    assert reads == 225
+    index = reads * 64 * 64 * 8  # bytes: a 32 kB piece of the array per read
+    if grows:
+        assert grown >= index
+    else:
+        assert grown < index / 20
+
+
 CUE_FIELDS = ("valid", "colour", "roof_new", "roof_gone", "gain", "loss", "magnitude", "dz")
 
 
