@@ -1093,8 +1093,9 @@ def iter_tiles(
     """:func:`detect_tile` over every tile, results as they come: a thread pool of
     ``workers`` (default: the CPU count), or the Dask cluster at ``scheduler`` (an
     address such as ``tcp://10.0.0.5:8786``; the files must be readable by its workers
-    at the same paths). Tiles are handed out in :meth:`Plan.tiles`'s order, at most two per worker
-    thread ahead of the results taken, so results never pile up."""
+    at the same paths; each worker is bounded by :func:`bound_memory`, see
+    :mod:`gis.changes_dask`). Tiles are handed out in :meth:`Plan.tiles`'s order, at
+    most two per worker thread ahead of the results taken, so results never pile up."""
     specs = plan.tiles()
     total = len(specs)
     todo = iter(specs)
@@ -1110,7 +1111,10 @@ def iter_tiles(
         from distributed import Client
         from distributed import as_completed as dask_completed
 
+        from gis.changes_dask import BoundMemory
+
         with Client(scheduler, timeout=SCHEDULER_TIMEOUT_S) as client:
+            client.register_plugin(BoundMemory())  # each worker bounded as the CLI is
             ahead = 2 * max(1, sum(client.nthreads().values()))
             running = dask_completed(
                 [client.submit(detect_tile, s, pure=False) for s in islice(todo, ahead)])

@@ -26,7 +26,12 @@ import shapely
 if TYPE_CHECKING:
     from gis.changes_raster import ChangeObject
 
-BATCH = 500  # objects per INSERT batch
+# Objects wait in memory until a batch is written: at most BATCH of them or BATCH_BYTES
+# of outlines (WKB, both CRSs), whichever comes first. With 500 objects a batch held
+# 1-4 MB of outlines at its fullest and writing it took ~1 MB more; the run's peak was
+# set when a write met the tiles' own peaks, which a longer run gives more chances to.
+BATCH = 64
+BATCH_BYTES = 256 * 1024
 CACHE_KIB = 1024  # SQLite page cache
 
 _SCHEMA = (
@@ -70,6 +75,7 @@ class ObjectSpool(Sequence["ChangeObject"]):
         for statement in _SCHEMA:
             db.execute(statement)
         self._batch: list[tuple[Any, ...]] = []
+        self._batch_bytes = 0
         self._extents: list[tuple[int, float, float, float, float]] = []
         self._len = 0
         self._counts: dict[str, int] = {}
@@ -79,14 +85,20 @@ class ObjectSpool(Sequence["ChangeObject"]):
     def add(self, rank: int, obj: ChangeObject) -> None:
         """One object, under its place in the order (unique)."""
         minx, miny, maxx, maxy = obj.pixel_geometry.bounds
+        geom, pixel = shapely.to_wkb(obj.geometry), shapely.to_wkb(obj.pixel_geometry)
         self._batch.append((rank, obj.kind, obj.score, obj.cue, obj.area_m2,
-                            json.dumps(obj.measures), shapely.to_wkb(obj.geometry),
-                            shapely.to_wkb(obj.pixel_geometry)))
+                            json.dumps(obj.measures), geom, pixel))
+        self._batch_bytes += len(geom) + len(pixel)
         self._extents.append((rank, minx, maxx, miny, maxy))
         self._len += 1
         self._counts[obj.kind] = self._counts.get(obj.kind, 0) + 1
-        if len(self._batch) >= BATCH:
+        if len(self._batch) >= BATCH or self._batch_bytes >= BATCH_BYTES:
             self.flush()
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Objects added but not yet written, and the bytes of their outlines."""
+        return len(self._batch), self._batch_bytes
 
     def flush(self) -> None:
         if not self._batch:
@@ -97,7 +109,7 @@ class ObjectSpool(Sequence["ChangeObject"]):
                                  self._batch)
             self._db.executemany("INSERT INTO extents VALUES (?, ?, ?, ?, ?)", self._extents)
             self._db.execute("COMMIT")
-        self._batch, self._extents = [], []
+        self._batch, self._extents, self._batch_bytes = [], [], 0
 
     # ---- reading ---------------------------------------------------------------------
 

@@ -97,12 +97,20 @@ def test_plain_differencing_baseline_scores_worse(pairs: dict[int, PairInfo]) ->
 
 
 def test_dask_threads_and_one_thread_give_the_same_answer(small: PairInfo) -> None:
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
+    from rasterio.env import get_gdal_config
+
+    from gis.changes_raster import GDAL_CACHE_MB
 
     threads = to_geojson(_run(small, True, workers=2, block=256))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         dask = to_geojson(_run(small, True, scheduler=cluster.scheduler_address, block=256))
+        with Client(cluster.scheduler_address) as client:  # workers bounded as the CLI is
+            index = client.run(get_gdal_config, "GDAL_BAND_BLOCK_CACHE")
+            cache = client.run(get_gdal_config, "GDAL_CACHEMAX")
+    assert list(index.values()) == ["HASHSET", "HASHSET"]
+    assert {int(v) >> 20 for v in cache.values()} == {GDAL_CACHE_MB}
     assert dask == threads
     assert to_geojson(_run(small, True, workers=1, block=256)) == threads  # one thread too
     assert any(f["properties"]["kind"] == "new_structure" for f in dask["features"])

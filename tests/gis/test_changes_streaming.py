@@ -75,6 +75,38 @@ def test_objects_leave_memory_as_soon_as_they_are_complete(plan: cr.Plan,
     assert len(spool) > 0
 
 
+def test_the_spool_keeps_few_objects_waiting(tmp_path: Path) -> None:
+    """Objects wait in memory for at most BATCH objects or BATCH_BYTES of outlines: a
+    batch of 500 held 1-4 MB of outlines on the bench's inputs, and writing it set the
+    run's peak. A field-sized outline is written as soon as it comes. All are read back
+    in rank order, whole."""
+    import shapely
+
+    from gis.changes_spool import BATCH, BATCH_BYTES
+
+    def obj(k: int, vertices: int) -> cr.ChangeObject:
+        ring = shapely.Point(k * 100.0, 0.0).buffer(40.0, quad_segs=max(1, vertices // 4))
+        return cr.ChangeObject(kind="other", score=0.5, cue="colour", area_m2=ring.area,
+                               geometry=ring, pixel_geometry=ring,
+                               measures={"roof_share": 0.0})
+
+    spool = ObjectSpool(tmp_path)
+    sizes = [16] * 300 + [20_000] + [16] * 10 + [4_000] * 20  # small, one field, large
+    waiting = []
+    for k, n in enumerate(sizes):
+        spool.add(k, obj(k, n))
+        waiting.append(spool.waiting)
+    assert max(w[0] for w in waiting) == BATCH - 1  # it fills up to BATCH, then writes
+    assert max(w[1] for w in waiting) < BATCH_BYTES
+    assert waiting[300] == (0, 0)  # the field's outline (0.6 MB) went straight to disk
+    back = list(spool)
+    assert len(back) == len(sizes) == len(spool)
+    assert [round(o.geometry.centroid.x) for o in back] == [k * 100 for k in range(len(sizes))]
+    assert [len(o.geometry.exterior.coords) for o in back] == [
+        len(obj(k, n).geometry.exterior.coords) for k, n in enumerate(sizes)]
+    spool.close()
+
+
 def test_the_merge_does_not_depend_on_the_order_tiles_come_in(plan: cr.Plan,
                                                               tmp_path: Path) -> None:
     """Threads and Dask workers finish tiles in any order; the objects and their order
