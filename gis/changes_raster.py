@@ -159,7 +159,8 @@ def bound_memory(cache_mb: int = GDAL_CACHE_MB) -> int:
     number of tiles. At 24 MB: 166 and 168 MB, for ~25 % more CPU a tile (the 1 GB
     run's wall time the same, the 4 GB run's 26 % longer). At 12 MB: 151 MB and
     another 24 % slower. (With the tiles' memory made independent of what they hold:
-    158 and 160 MB.)
+    158 and 160 MB; with the block index a hash set and the spool's smaller batches,
+    159 and 159 MB in one bench run, 155 and 157 MB in the next pair of runs.)
     """
     bound_heap()
     from rasterio.env import get_gdal_config, set_gdal_config
