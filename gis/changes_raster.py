@@ -143,7 +143,7 @@ def bound_memory(cache_mb: int = GDAL_CACHE_MB) -> int:
     the blocks it holds (``GDAL_BAND_BLOCK_CACHE=HASHSET``, unless the operator set it).
     Returns the cache's size in bytes.
 
-    The index is what made the peak grow with the image. GDAL's default for a band of
+    The index made the resident size grow with the image. GDAL's default for a band of
     fewer than a million blocks is an array of a pointer per block, allocated 64 x 64
     blocks (32 kB) at a time as blocks are first cached, and freed only when the
     dataset closes: each thread's open datasets (the earlier image, the later one and

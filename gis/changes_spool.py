@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 # Objects wait in memory until a batch is written: at most BATCH of them or BATCH_BYTES
 # of outlines (WKB, both CRSs), whichever comes first. With 500 objects a batch held
-# 1-4 MB of outlines at its fullest and writing it took ~1 MB more; the run's peak was
-# set when a write met the tiles' own peaks, which a longer run gives more chances to.
+# ~1 MB of outlines at its fullest (2.2 kB an object on the demo pair, more for fields)
+# and writing it took ~1 MB more (0.2 MB for 64); the 1 GB bench run's peak was set
+# while one was written, as the tiles' own peaks met it.
 BATCH = 64
 BATCH_BYTES = 256 * 1024
 CACHE_KIB = 1024  # SQLite page cache

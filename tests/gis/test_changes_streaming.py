@@ -77,9 +77,9 @@ def test_objects_leave_memory_as_soon_as_they_are_complete(plan: cr.Plan,
 
 def test_the_spool_keeps_few_objects_waiting(tmp_path: Path) -> None:
     """Objects wait in memory for at most BATCH objects or BATCH_BYTES of outlines: a
-    batch of 500 held 1-4 MB of outlines on the bench's inputs, and writing it set the
-    run's peak. A field-sized outline is written as soon as it comes. All are read back
-    in rank order, whole."""
+    batch of 500 held ~1 MB of outlines, writing it took ~1 MB more, and a write set
+    the 1 GB bench run's peak. A field-sized outline is written as soon as it comes.
+    All are read back in rank order, whole."""
     import shapely
 
     from gis.changes_spool import BATCH, BATCH_BYTES
@@ -319,9 +319,10 @@ def test_the_block_index_does_not_grow_with_the_image(
         tmp_path: Path, mode: str, operator: str | None, grows: bool) -> None:
     """After bound_memory, a band's index of its cached blocks holds only those blocks.
     GDAL's default (an array of a pointer per block, allocated 64 x 64 blocks at a time
-    and freed only on close) grew with the area read: the peak of the 4 GB bench input
-    above the 1 GB one. The probe reads one 16 px block in each 64 x 64 blocks of a
-    sparse 15,360 px square (225 reads; the cached blocks themselves ~0.1 MB)."""
+    and freed only on close) grew with the area read: the resident size crept over a
+    run, more over the 4 GB bench input than over the 1 GB one. The probe reads one
+    16 px block in each 64 x 64 blocks of a sparse 15,360 px square (225 reads; the
+    cached blocks themselves ~0.1 MB)."""
     import os
     import subprocess
     import sys
