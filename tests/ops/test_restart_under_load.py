@@ -145,7 +145,13 @@ def test_requests_ride_out_a_postgresql_restart(
             while httpx.get(f"{base}/readyz", timeout=CLIENT_TIMEOUT).status_code != 200:
                 assert time.monotonic() < deadline, "the server never became ready again"
                 time.sleep(0.2)
-            time.sleep(1)  # the pool has replaced its broken connections by now
+            # /readyz asks the read pool (reads are served from replicas while the
+            # primary is down); the write pool retries its connections on psycopg_pool's
+            # backoff (1, 2, 4 s...) and can come back seconds later: wait for a write
+            while tally.count("restarting", 201) == 0:
+                assert time.monotonic() < deadline, "writes never came back"
+                time.sleep(0.2)
+            time.sleep(1)  # the pools have replaced their broken connections by now
             tally.phase = "after"
             while tally.count("after") < 300:
                 time.sleep(0.05)
