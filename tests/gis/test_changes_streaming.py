@@ -213,9 +213,8 @@ def test_a_failed_run_leaves_no_scratch_file(pair: PairInfo, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-HEAP_PROBE = r"""
+MALLINFO = r"""
 import ctypes, ctypes.util, sys
-from gis.changes_raster import bound_heap
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
@@ -223,6 +222,11 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.mallinfo2.restype = MallInfo2
+"""  # glibc's heap statistics, for the probes below (each in a process of its own)
+
+HEAP_PROBE = MALLINFO + r"""
+from gis.changes_raster import bound_heap
+
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 bounded = sys.argv[1] == "bounded" and bound_heap()
@@ -284,17 +288,10 @@ def test_a_detecting_process_bounds_gdals_block_cache(
     assert (said, gdal) == (expected, expected)
 
 
-INDEX_PROBE = r"""
-import ctypes, ctypes.util, sys
+INDEX_PROBE = MALLINFO + r"""
 import rasterio
 from gis.changes_raster import bound_memory
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
-                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-libc.mallinfo2.restype = MallInfo2
 if sys.argv[2] == "bounded":
     bound_memory()
 with rasterio.open(sys.argv[1]) as src:
