@@ -1,28 +1,27 @@
-"""The ``gridgov`` command line."""
+"""The ``gridgov`` command line.
+
+The database layer, the settings and the web stack are imported inside the commands that
+use them: ``import api.cli`` (and a raster command such as ``changes detect``) stays
+clear of SQLAlchemy, Alembic, psycopg, pydantic-settings... (~85 MB of resident size;
+tests/api/test_cli_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
 
-from api.database import (
-    Database,
-    ensure_database,
-    local_cluster,
-    seed_if_empty,
-    seed_town,
-    server_urls,
-    write_demo_dsm,
-)
-from api.settings import Settings
 from gis.errors import GisError
-from layers import db
 from layers.errors import LayersError
+
+if TYPE_CHECKING:
+    from api.database import Database
+    from api.settings import Settings
 
 app = typer.Typer(help="gridgov: grid governance on PostGIS.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -32,6 +31,8 @@ app.add_typer(db_app, name="db")
 
 
 def settings() -> Settings:
+    from api.settings import Settings
+
     return Settings()
 
 
@@ -54,6 +55,9 @@ def progress_bar(desc: str) -> Iterator[Callable[[str, int], None]]:
 
 def database_up(s: Settings, seed: bool = True) -> Database:
     """Local cluster (unless configured otherwise), migrations, demo town if empty."""
+    from api.database import ensure_database, seed_if_empty
+    from layers import db
+
     try:
         database = ensure_database(s, say=typer.echo)
         db.migrate(database.url)
@@ -81,6 +85,8 @@ def db_up(
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the project's local PostgreSQL cluster."""
+    from api.database import local_cluster
+
     s = settings()
     if s.database_url:
         typer.echo("GRIDGOV_DATABASE_URL is set: no local cluster to stop")
@@ -95,6 +101,9 @@ def db_reset(
     scale: Annotated[int, typer.Option(min=1, help="Towns side by side.")] = 1,
 ) -> None:
     """Drop the local database and build it again with the demo town."""
+    from api.database import ensure_database, local_cluster, seed_town
+    from layers import db
+
     s = settings()
     if s.database_url:
         raise fail("reset only drops the project's own local database; "
@@ -115,6 +124,9 @@ def db_reset(
 def db_grant() -> None:
     """Grant the published views to <owner>_reader and the tables to <owner>_writer again
     (migration 0007's grants; for roles created after the migration ran)."""
+    from api.database import ensure_database
+    from layers import db
+
     database = ensure_database(settings(), say=lambda _m: None)
     try:
         with db.connect(database.url, autocommit=True) as conn:
@@ -128,6 +140,8 @@ def db_grant() -> None:
 def db_url() -> None:
     """Print the owner's database URL: migrations, seeding, psql (starts the local cluster
     if needed; the server itself connects as <owner>_writer and <owner>_reader)."""
+    from api.database import ensure_database
+
     typer.echo(ensure_database(settings(), say=lambda _m: None).url)
 
 
@@ -154,6 +168,9 @@ def seed_cmd(
             typer.echo(f"wrote {out}")
         typer.echo(town_digest(town))
         return
+    from api.database import ensure_database, seed_town
+    from layers import db
+
     s = settings()
     database = ensure_database(s, say=typer.echo)
     db.migrate(database.url)
@@ -191,6 +208,8 @@ def coverage_cmd(
         "--dry-run", help="Compute and report; store nothing.")] = False,
 ) -> None:
     """Recompute what the high points and cameras see of every micro-grid, and store it."""
+    from api.database import ensure_database, write_demo_dsm
+    from layers import db
     from layers.coverage import compute, store
 
     s = settings()
@@ -233,6 +252,8 @@ def coverage_cmd(
 
 def demo_coverage(s: Settings, database: Database) -> None:
     """On the project's own demo database: the surface model and coverage, once."""
+    from api.database import write_demo_dsm
+    from layers import db
     from layers.coverage import compute, store
 
     with db.connect(database.url) as conn:
@@ -256,6 +277,7 @@ def demo_events(database: Database) -> None:
     """On the project's own demo database: a demo history of events, once."""
     import asyncio
 
+    from layers import db
     from layers.demo_events import replay
 
     async def run() -> None:
@@ -284,6 +306,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.database import ensure_database, server_urls
     from api.observability import configure_logging
     from api.settings import InsecureSettings, check_production
 
@@ -372,6 +395,8 @@ def token_create(
     role: Annotated[str, typer.Option(help="officer or admin.")] = "officer",
 ) -> None:
     """Make a token and print it once (only its SHA-256 is stored)."""
+    from api.database import ensure_database
+    from layers import db
     from layers.auth import create_token
 
     database = ensure_database(settings(), say=lambda _m: None)
@@ -387,6 +412,8 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(name: Annotated[str, typer.Argument(help="Holder of the token.")]) -> None:
     """Revoke the active token of NAME."""
+    from api.database import ensure_database
+    from layers import db
     from layers.auth import revoke_token
 
     database = ensure_database(settings(), say=lambda _m: None)
@@ -402,6 +429,8 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Holder of the token."
 @token_app.command("list")
 def token_list() -> None:
     """Every token: holder, role, created, revoked."""
+    from api.database import ensure_database
+    from layers import db
     from layers.auth import list_tokens
 
     database = ensure_database(settings(), say=lambda _m: None)

@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 
 from api.cli import fail, settings
-from api.database import ensure_database
-from layers import db
 from layers.errors import LayersError
 
 users_app = typer.Typer(help="Accounts with a role and a bearer token.", no_args_is_help=True)
@@ -34,6 +32,8 @@ def users_create(
         "--password-stdin", help="Read a password (for /api/v1/login) from stdin.")] = False,
 ) -> None:
     """Make an account and print its bearer token once (only its SHA-256 is stored)."""
+    from api.database import ensure_database
+    from layers import db
     from layers.auth import create_user
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
@@ -52,6 +52,8 @@ def users_create(
 def events_remind() -> None:
     """Queue reminders for open events that are overdue or near their deadline (once per
     event, light and deadline); run it from cron every few minutes."""
+    from api.database import ensure_database
+    from layers import db
     from layers.notify import queue_reminders
 
     database = ensure_database(settings(), say=lambda _m: None)
@@ -73,6 +75,8 @@ def events_send(
 ) -> None:
     """Send what the outbox holds through the sender; failures are retried later with
     back-off, nothing is dropped."""
+    from api.database import ensure_database
+    from layers import db
     from layers.notify import deliver, sender_from
 
     try:
@@ -99,6 +103,8 @@ def events_score(
     """Recompute the micro_grid_scores collection (QGIS colours it by grade or score)."""
     import datetime as dt
 
+    from api.database import ensure_database
+    from layers import db
     from layers.metrics import refresh_scores
 
     def when(text: str) -> dt.datetime:
@@ -132,6 +138,8 @@ def events_demo(
     """File a demo history of events (Jan–Nov 2026) through the real workflow; refused
     when the database holds events already."""
     from api.cli import counting_bar
+    from api.database import ensure_database
+    from layers import db
     from layers.demo_events import replay
 
     database = ensure_database(settings(), say=lambda _m: None)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gis.crs import STORAGE_EPSG, reproject
 from gis.errors import GisError
-from gis.topology import Level, Problem, TopologyReport
-from layers import db
 from layers.errors import ImportRefused, LayersError
-from layers.grids import check_generation, get_generation, import_generation
+
+if TYPE_CHECKING:
+    from gis.topology import Level, Problem, TopologyReport
 
 grid_app = typer.Typer(help="The three-level grid: topology check, import of a new "
                        "generation.", no_args_is_help=True)
@@ -39,6 +38,8 @@ def _database_url() -> str:
 
 
 def _lonlat(problem: Problem, epsg: int | None) -> tuple[float, float] | None:
+    from gis.crs import STORAGE_EPSG, reproject
+
     if problem.location.is_empty or epsg is None:
         return None
     p = reproject(problem.location, epsg, STORAGE_EPSG)
@@ -78,6 +79,8 @@ def check(
 ) -> None:
     """Check the topology of a grid generation; exit 1 when it has problems."""
     from api.cli import fail
+    from layers import db
+    from layers.grids import check_generation, get_generation
 
     try:
         with db.connect(_database_url()) as conn:
@@ -113,6 +116,9 @@ def import_cmd(
 ) -> None:
     """Import a new grid generation from a file (a dry run unless --commit)."""
     from api.cli import fail
+    from gis.topology import TopologyReport
+    from layers import db
+    from layers.grids import import_generation
 
     start = valid_from.date() if valid_from else dt.date.today()
     try:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
 
-from api.settings import Settings
 from layers.errors import LayersError
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 imagery_app = typer.Typer(help="Drone orthophotos and change masks served as raster tiles.",
                           no_args_is_help=True)

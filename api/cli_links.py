@@ -7,17 +7,15 @@ from typing import Annotated
 
 import typer
 
-from api import links
 from api.cli import fail, settings
-from api.database import ensure_database
-from api.settings import secret_key
-from layers import db, maps
 from layers.errors import LayersError
 
 links_app = typer.Typer(help="Signed links to the phone map pages.", no_args_is_help=True)
 
 
 async def _exists(url: str, kind: str, ident: str) -> None:
+    from layers import db, maps
+
     async with await db.aconnect(url) as conn:
         if kind == "e":
             await maps.event_grid_id(conn, int(ident))
@@ -43,6 +41,10 @@ def links_make(
     check: Annotated[bool, typer.Option(help="Check that what it opens exists.")] = True,
 ) -> None:
     """Print a signed link (GRIDGOV_PUBLIC_URL, else http://127.0.0.1:8000)."""
+    from api import links
+    from api.database import ensure_database
+    from api.settings import secret_key
+
     s = settings()
     try:
         links.kind_of(kind).check(ident)

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tqdm import tqdm
-
-from api.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from api.settings import Settings
 
 # pg_restore must not recreate what the provisioning made and only its owner may touch:
 # the extensions (PostGIS is not trusted; it is installed by the superuser), their
@@ -41,6 +40,7 @@ def server_app() -> FastAPI:
     and the database URL come from the environment the serving command prepared."""
     from api.app import create_app
     from api.observability import configure_logging
+    from api.settings import Settings
 
     settings = Settings()
     if not settings.database_url:
@@ -51,6 +51,8 @@ def server_app() -> FastAPI:
 
 def _client_env(url: str) -> tuple[str, dict[str, str]]:
     """A conninfo without the password, and the environment that carries it."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     from layers import db
 
     params = conninfo_to_dict(db.libpq_url(url))
