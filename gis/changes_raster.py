@@ -81,7 +81,7 @@ from gis.changes import (
     pixel_classes,
     pixel_cues,
 )
-from gis.changes_spool import ObjectSpool
+from gis.changes_spool import ObjectSpool, Parking
 from gis.errors import NoOverlapError, RasterInputError
 
 BLOCK = 512  # tile core, pixels (1024 needed ~40 MB more at the peak, no faster)
@@ -415,7 +415,9 @@ class Piece:
     cls: int
     label: int
     stats: np.ndarray
-    geom: shapely.Geometry  # pixel coordinates (column, row) on the earlier grid
+    # pixel coordinates (column, row) on the earlier grid; None while the merge has it
+    # parked on disk (see Merger)
+    geom: shapely.Geometry | None
 
 
 @dataclass
@@ -939,12 +941,17 @@ class Merger:
     and one stripe row's bottom edge: it grows with the image's height in tiles, not
     with its area or its number of objects.
 
+    The outlines of the pieces it holds wait on disk (:class:`~gis.changes_spool.Parking`,
+    in the spool's directory), so what grows with the image's height is a few dozen bytes
+    a waiting piece, not its outline.
+
     The objects are ranked by their first piece (tile row, tile column, label), so the
     spool reads in the same order whatever order the tiles came in.
     """
 
     def __init__(self, plan: Plan, spool: ObjectSpool) -> None:
         self.plan, self.spool = plan, spool
+        self.parking = Parking(spool.path)
         self.rows, self.cols = plan.tile_grid
         self.arrived = bytearray(self.rows * self.cols)  # 1 byte a tile, not a set of them
         self.n_arrived = 0
@@ -984,8 +991,10 @@ class Merger:
         self.arrived[i * self.cols + j] = 1
         self.n_arrived += 1
         touched: set[Key] = set()
+        came: list[Key] = []
         for p in res.pieces:
             key = (i, j, p.label)
+            came.append(key)
             self.pieces[key] = p
             self.parent[key] = key
             self.members[key] = [key]
@@ -1015,6 +1024,11 @@ class Merger:
         for root in {self._find(k) for k in touched}:
             if self.open[root] == 0:
                 self._finish(root)
+        for key in came:  # still waiting for a neighbour: the outline goes to disk
+            p = self.pieces.get(key)
+            if p is not None and p.geom is not None:
+                self.parking.put(key, p.geom)
+                p.geom = None
 
     def _arrived(self, index: tuple[int, int]) -> bool:
         return bool(self.arrived[index[0] * self.cols + index[1]])
@@ -1023,8 +1037,10 @@ class Merger:
         keys = sorted(self.members.pop(root))
         del self.open[root]
         parts = [self.pieces.pop(k) for k in keys]
-        for k in keys:
+        for k, p in zip(keys, parts, strict=True):
             del self.parent[k]
+            if p.geom is None:
+                p.geom = self.parking.take(k)
         obj = build_object(self.plan, parts)
         if obj is not None:
             i, j, label = keys[0]
@@ -1036,6 +1052,7 @@ class Merger:
         if missing or self.pieces:
             raise RuntimeError(f"merge incomplete: {missing} tiles missing, "
                                f"{len(self.pieces)} pieces open")
+        self.parking.close()
         self.spool.flush()
         return self.spool
 

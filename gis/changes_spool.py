@@ -6,12 +6,14 @@ SQLite file (with an R*Tree on the objects' pixel extents, for writing the mask 
 by block) in a temporary directory of its own, removed when the spool is closed or
 collected. It reads like a sequence of :class:`~gis.changes_raster.ChangeObject` in a
 fixed order (``rank``, given by the merge: the same for any tiling of work between
-threads or Dask workers), streamed from disk.
+threads or Dask workers), streamed from disk. :class:`Parking` keeps the merge's waiting
+outlines beside it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -177,3 +179,49 @@ class ObjectSpool(Sequence["ChangeObject"]):
     @property
     def closed(self) -> bool:
         return not self._finalizer.alive
+
+
+class Parking:
+    """Outlines waiting on disk: the merge's pieces that touch a tile edge whose
+    neighbour has not come yet. There are more of them the taller the image (one
+    stripe's right-hand edge) and, between stripe rows, the wider; held as geometries
+    they made the merge's memory grow with the image (~15,000 vertices at most over the
+    bench's 1 GB input). Each is an append-only record in a scratch file (WKB, exact);
+    what stays in memory is its offset and length. Taken back once, when its object is
+    complete. Not shared between threads (the merge runs in one).
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / "pieces.wkb"
+        self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 (closed in close)
+        self._at: dict[Any, tuple[int, int]] = {}
+        self._end = 0
+
+    def put(self, key: Any, geom: shapely.Geometry) -> None:
+        """Park ``geom`` under ``key`` (unique while parked)."""
+        if key in self._at:
+            raise KeyError(f"{key!r} already parked")
+        data = shapely.to_wkb(geom)
+        self._file.write(data)
+        self._at[key] = (self._end, len(data))
+        self._end += len(data)
+
+    def take(self, key: Any) -> shapely.Geometry:
+        """The geometry parked under ``key``, which is no longer parked."""
+        offset, size = self._at.pop(key)
+        return shapely.from_wkb(os.pread(self._file.fileno(), size, offset))
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._at
+
+    @property
+    def written(self) -> int:
+        """Bytes written to the scratch file so far (records taken are not reclaimed)."""
+        return self._end
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)

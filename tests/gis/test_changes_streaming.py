@@ -62,9 +62,15 @@ def test_objects_leave_memory_as_soon_as_they_are_complete(plan: cr.Plan,
             merger.add(res)
             held.append(merger.pending)
             written.append(len(merger.spool))
+            # what waits holds no outline in memory: each is parked on disk
+            assert len(merger.parking) == merger.pending
+            assert all(p.geom is None for p in merger.pieces.values())
     finally:
         close_datasets()
+    parked = merger.parking.path
+    assert merger.parking.written > 0 and parked.exists()
     spool = merger.close()
+    assert len(merger.parking) == 0 and not parked.exists()
     assert merger.rows >= 6 and merger.cols >= 6 and came[-1] > 60
     # the old merge held everything that came (held == came); this one a fraction of it
     assert sum(held) < 0.4 * sum(came)
@@ -73,6 +79,31 @@ def test_objects_leave_memory_as_soon_as_they_are_complete(plan: cr.Plan,
     assert written[-merger.cols - 1] > len(spool) / 2
     assert merger.pending == 0 and not merger.strips  # nothing left behind
     assert len(spool) > 0
+
+
+def test_parked_outlines_come_back_exactly_once(tmp_path: Path) -> None:
+    """The merge's waiting outlines wait on disk, and come back as they were (WKB)."""
+    import shapely
+
+    from gis.changes_spool import Parking
+
+    parking = Parking(tmp_path)
+    field = shapely.Point(0.0, 0.0).buffer(300.0, quad_segs=2_000)  # 8,000 vertices
+    shed = shapely.box(10.25, 20.5, 30.125, 40.0625)
+    parking.put((0, 1, 7), field)
+    parking.put((3, 2, 1), shed)
+    with pytest.raises(KeyError, match="already parked"):
+        parking.put((0, 1, 7), shed)
+    assert len(parking) == 2 and (0, 1, 7) in parking
+    assert parking.written == len(shapely.to_wkb(field)) + len(shapely.to_wkb(shed))
+    assert shapely.equals_exact(parking.take((3, 2, 1)), shed, tolerance=0)
+    back = parking.take((0, 1, 7))
+    assert np.array_equal(shapely.get_coordinates(back), shapely.get_coordinates(field))
+    assert len(parking) == 0
+    with pytest.raises(KeyError):
+        parking.take((0, 1, 7))
+    parking.close()
+    assert not parking.path.exists()
 
 
 def test_the_spool_keeps_few_objects_waiting(tmp_path: Path) -> None:
