@@ -42,7 +42,7 @@ def detect(
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", help="Dask scheduler address (tcp://host:8786): run the tiles there; "
         "its workers must read the inputs at the same paths.")] = None,
-    block: Annotated[int, typer.Option("--block", min=64, help="Tile size, pixels.")] = 512,
+    block: Annotated[int, typer.Option("--block", min=64, help="Tile size, pixels.")] = 256,
     baseline: Annotated[bool, typer.Option(
         "--baseline", help="Plain differencing instead (for comparison).")] = False,
     coregister: Annotated[bool, typer.Option(

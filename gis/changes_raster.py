@@ -84,7 +84,8 @@ from gis.changes import (
 from gis.changes_spool import ObjectSpool, Parking
 from gis.errors import NoOverlapError, RasterInputError
 
-BLOCK = 512  # tile core, pixels (1024 needed ~40 MB more at the peak, no faster)
+BLOCK = 256  # tile core, pixels: 512 peaked 6-8 MB higher and 2 MB higher at 4 GB than at
+# 1 GB (the threads' mid-tile transients meeting), for ~4 % less CPU; 1024 ~40 MB higher
 STRIP_ROWS = 64  # a tile's per-pixel cues are worked this many rows at a time (128:
 # ~2 MB more a tile at its peak)
 SAMPLE_WINDOWS = 36  # for the global parameters: at most 6 x 6 windows...
@@ -355,11 +356,13 @@ class Tiles(Sequence["TileSpec"]):
     """A plan's tiles down stripes of :data:`STRIPE` tile columns, each
     :class:`TileSpec` made when it is asked for.
 
-    The order is for GDAL's block cache. A tile with its margin reads 3 x 3 of the
-    file's 512 px blocks (and the warped image's blocks around it); the next tile
+    The order is for GDAL's block cache. A 512 px tile with its margin reads 3 x 3 of
+    the file's 512 px blocks (and the warped image's blocks around it); the next tile
     down a stripe reads two of those rows again, the next one along it two of the
-    columns. Row by row, a row of blocks fits no bounded cache once the image is wide
-    enough. Measured on the bench's 1 GB input, one thread, the first 240 tiles: with
+    columns (a 256 px tile reads 1 to 2 x 2 of them, each shared with its neighbours).
+    Row by row, a row of blocks fits no bounded cache once the image is wide
+    enough. Measured with 512 px tiles on the bench's 1 GB input, one thread, the first
+    240 tiles: with
     a 48 MB cache the reads take 35 ms a tile down stripes, 47 ms row by row; with the
     24 MB of :func:`bound_memory` neither order keeps the blocks (70-78 ms), and whole
     runs take the same time either way. The objects do not depend on the order (see

@@ -281,7 +281,7 @@ class DetectChangesProcessor(GridgovProcessor):
                 "description": "Side of the tiles the images are compared in; results do "
                                "not depend on it, memory and progress steps do.",
                 "schema": {"type": "integer", "minimum": 128, "maximum": 4096,
-                           "default": 512},
+                           "default": 256},
                 "minOccurs": 0, "maxOccurs": 1,
             },
         },
@@ -322,7 +322,7 @@ class DetectChangesProcessor(GridgovProcessor):
                           "give both DSMs (before_dsm and after_dsm) or neither")
         commit = _flag(inputs, "commit", True)
         baseline = _flag(inputs, "baseline", False)
-        block = inputs.get("block", 512)
+        block = inputs.get("block", 256)
         if isinstance(block, bool) or not isinstance(block, int) or not 128 <= block <= 4096:
             raise _refuse("block", f"an integer from 128 to 4096, not {block!r}")
         inbox = ctx.settings.imagery_inbox

@@ -520,7 +520,7 @@ def test_the_cli_and_the_process_default_to_the_library_tile_size() -> None:
     from api.cli_changes import detect
     from api.ogc.detect_changes import DetectChangesProcessor
 
-    assert inspect.signature(detect).parameters["block"].default == cr.BLOCK == 512
+    assert inspect.signature(detect).parameters["block"].default == cr.BLOCK == 256
     inputs = DetectChangesProcessor.METADATA["inputs"]
     assert inputs["block"]["schema"]["default"] == cr.BLOCK
 
